@@ -1,0 +1,226 @@
+"""Content-addressed cache of distilled sets and trained models: ``<root>/<kind>/<key>.pt`` plus a checksum sidecar.
+
+Files are written atomically and verified on every read; a file that fails verification is
+deleted and rebuilt, never returned.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.errors import BenchError
+
+try:  # POSIX advisory locks; without them concurrent writers are still atomic per file.
+    import fcntl
+except ImportError:  # pragma: no cover - not Linux
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("benchmark.artifacts")
+
+KEY_LENGTH = 20
+# kind and key become path parts: refuse separators, "..", and hidden names.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
+
+
+def _json_default(obj: Any) -> Any:
+    # Only conversions that are stable across runs: a repr() fallback could embed memory addresses.
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    raise TypeError(f"cannot hash a config holding {type(obj).__name__}: {obj!r}")
+
+
+def content_key(config: dict) -> str:
+    """First 20 hex chars of the sha256 of the config as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+
+
+def default_cache_root() -> Path:
+    """``$BENCH_CACHE`` if set, else ``$XDG_CACHE_HOME/evlf-bench`` (default ``~/.cache/evlf-bench``)."""
+    env = os.environ.get("BENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "evlf-bench"
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; some filesystems refuse to open a directory, which is harmless.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(target: Path, write: Callable[[Any], None]) -> None:
+    """Write via a temp file in the same directory, fsync, then rename over ``target``."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class ArtifactCache:
+    """Pickled objects (tensors, dicts of tensors, state dicts) stored by kind and content key."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            # mkdir succeeds on an existing read-only directory; only a real write proves we can cache.
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise BenchError(
+                f"cannot write the artifact cache at {self.root}: {reason}; "
+                "set BENCH_CACHE or --cache to a writable directory"
+            ) from None
+
+    def path(self, kind: str, key: str) -> Path:
+        """Where the object of this kind and key lives (whether or not it exists)."""
+        for what, name in (("kind", kind), ("key", key)):
+            if not _NAME.match(name):
+                raise ValueError(f"invalid artifact {what} {name!r}: use letters, digits, _ . = + -")
+        return self.root / kind / f"{key}.pt"
+
+    def _sidecar(self, kind: str, key: str) -> Path:
+        return self.path(kind, key).with_suffix(".json")
+
+    @contextlib.contextmanager
+    def _locked(self, kind: str, key: str, exclusive: bool) -> Iterator[None]:
+        # Readers share the lock and writers take it alone, so nobody sees a data file and a
+        # sidecar from two different saves and mistakes that for corruption.
+        if fcntl is None:
+            yield
+            return
+        lock_path = self.path(kind, key).parent / f".{key}.lock"
+        with open(lock_path, "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def meta(self, kind: str, key: str) -> dict | None:
+        """The sidecar record (sha256, bytes, created_at, meta), or None if absent or unreadable.
+
+        This does not verify the data file; :meth:`load` does.
+        """
+        try:
+            record = json.loads(self._sidecar(kind, key).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _try_load(self, kind: str, key: str) -> tuple[Any, str | None]:
+        """(object, None) if verified, (None, reason) if corrupted, (None, None) if absent."""
+        data, sidecar = self.path(kind, key), self._sidecar(kind, key)
+        if not data.exists() and not sidecar.exists():
+            return None, None
+        if not sidecar.exists():
+            return None, "its checksum sidecar is missing"
+        if not data.exists():
+            return None, "the data file is missing but its sidecar is present"
+        record = self.meta(kind, key)
+        if record is None or not isinstance(record.get("sha256"), str):
+            return None, "its sidecar is unreadable"
+        try:
+            digest = _sha256_file(data)
+        except OSError as exc:
+            return None, f"it cannot be read ({exc.strerror or exc})"
+        if digest != record["sha256"]:
+            return None, "its sha256 does not match the sidecar"
+        try:
+            # Safe to unpickle: the checksum proves this is the file this cache wrote.
+            return torch.load(data, map_location="cpu", weights_only=False), None
+        except Exception as exc:  # noqa: BLE001 - any failure to unpickle means rebuild
+            return None, f"it cannot be unpickled ({type(exc).__name__}: {exc})"
+
+    def load(self, kind: str, key: str) -> Any | None:
+        """The verified object (tensors on CPU), or None if absent or corrupted (then deleted)."""
+        data = self.path(kind, key)
+        if not data.parent.is_dir():
+            return None
+        with self._locked(kind, key, exclusive=False):
+            obj, problem = self._try_load(kind, key)
+        if problem is None:
+            return obj
+        with self._locked(kind, key, exclusive=True):
+            # Look again alone: a writer may have replaced the pair between the two locks.
+            obj, problem = self._try_load(kind, key)
+            if problem is None:
+                return obj
+            log.warning("artifact %s is corrupted (%s); deleting it, it will be rebuilt", data, problem)
+            for p in (data, self._sidecar(kind, key)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        return None
+
+    def save(self, kind: str, key: str, obj: Any, meta: dict | None = None) -> Path:
+        """Store ``obj`` atomically with a sha256 sidecar; returns the data file's path."""
+        data, sidecar = self.path(kind, key), self._sidecar(kind, key)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=data.parent, prefix=f".{data.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            record = {
+                "sha256": _sha256_file(tmp),
+                "bytes": tmp.stat().st_size,
+                "created_at": time.time(),
+                "meta": meta or {},
+            }
+            payload = json.dumps(record, sort_keys=True, indent=1, default=_json_default).encode()
+            with self._locked(kind, key, exclusive=True):
+                os.replace(tmp, data)
+                # A crash here leaves new data with an old sidecar: detected as corrupted, rebuilt.
+                _write_atomic(sidecar, lambda f: f.write(payload))
+            _fsync_dir(data.parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return data
+
+    def get_or_build(
+        self, kind: str, key: str, build: Callable[[], Any], meta: dict | None = None
+    ) -> Any:
+        """The cached object, or ``build()`` saved under this key and returned."""
+        obj = self.load(kind, key)
+        if obj is None:
+            obj = build()
+            self.save(kind, key, obj, meta)
+        return obj

@@ -1,0 +1,233 @@
+"""The `bench` command line: run grids, list registries, print results, write leaderboards,
+export distilled sets. Bad input exits with code 2 and one line on stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmark.errors import BenchError
+from benchmark.spec import parse_named_list, parse_positive_ints
+
+EXIT_BAD_INPUT = 2
+EXIT_RUNS_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BenchError(f"{message} (see '{self.prog} --help')")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``3`` means seeds 0, 1, 2; ``0,4,7`` lists seeds explicitly."""
+    text = text.strip()
+    if text.isdigit():
+        if int(text) <= 0:
+            raise BenchError("--seeds must be a positive number of seeds or a comma list of seeds")
+        return tuple(range(int(text)))
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise BenchError(f"--seeds must be a positive number of seeds or a comma list of seeds, got '{text}'")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+def _add_paths(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="result store directory (default $BENCH_STORE or ./bench-results)")
+    p.add_argument("--cache", help="artifact cache directory (default $BENCH_CACHE or ~/.cache/evlf-bench)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bench", description="EVLF-Bench: a benchmark harness for dataset distillation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a grid (the default grid with no arguments)")
+    run.add_argument("--methods", help="comma list of method specs, e.g. 'random,herding[teacher_steps=500]'")
+    run.add_argument("--datasets", help="comma list of data sets")
+    run.add_argument("--ipc", help="comma list of images per class, e.g. 1,10,50")
+    run.add_argument("--archs", help="comma list of student architectures")
+    run.add_argument("--protocol", default=None, help="evaluation protocol (default dc)")
+    run.add_argument("--budget", default=None, help="protocol budget: paper, quick or smoke (default quick)")
+    run.add_argument("--seeds", help="number of seeds (N means 0..N-1) or a comma list (default: the budget's)")
+    run.add_argument("--fresh", action="store_true", help="rerun runs that are already in the store")
+    run.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=float, default=None,
+                     help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
+    run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
+    _add_paths(run)
+
+    lst = sub.add_parser("list", help="list registered names")
+    lst.add_argument("what", choices=["methods", "datasets", "archs", "protocols", "budgets"])
+    lst.add_argument("--json", action="store_true")
+
+    res = sub.add_parser("results", help="print the rows of the result store")
+    res.add_argument("--json", action="store_true")
+    res.add_argument("--errors", action="store_true", help="show failed runs instead")
+    _add_paths(res)
+
+    lb = sub.add_parser("leaderboard", help="write markdown leaderboards from the store")
+    lb.add_argument("--out", default="leaderboards", help="output directory (default leaderboards/)")
+    _add_paths(lb)
+
+    ex = sub.add_parser("export", help="write a distilled set as .pt and a PNG grid")
+    ex.add_argument("--method", required=True)
+    ex.add_argument("--dataset", default="fashion-mnist")
+    ex.add_argument("--ipc", required=True)
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--out", default="exports")
+    _add_paths(ex)
+    return parser
+
+
+def _store(args: argparse.Namespace):
+    from benchmark.store import ResultStore, default_store_root
+
+    return ResultStore(args.store or default_store_root())
+
+
+def _cache(args: argparse.Namespace):
+    from benchmark.artifacts import ArtifactCache, default_cache_root
+
+    return ArtifactCache(args.cache or default_cache_root())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from benchmark.leaderboard import build_leaderboards, render_rich
+    from benchmark.plan import DEFAULT_GRID, GridRequest, plan_runs
+    from benchmark.runner import RunnerOptions, check_address, run_grid
+
+    d = DEFAULT_GRID
+    req = GridRequest(
+        methods=tuple(s.canonical() for s in parse_named_list(args.methods)) if args.methods else d.methods,
+        datasets=tuple(s.canonical() if s.name != "imagefolder" else s.name for s in parse_named_list(args.datasets))
+        if args.datasets else d.datasets,
+        ipcs=tuple(parse_positive_ints(args.ipc, "--ipc")) if args.ipc else d.ipcs,
+        archs=tuple(s.name for s in parse_named_list(args.archs)) if args.archs else d.archs,
+        protocol=args.protocol or d.protocol,
+        budget=args.budget or d.budget,
+        seeds=_seeds(args.seeds) if args.seeds else None,
+    )
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
+        raise BenchError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+    store, cache = _store(args), _cache(args)
+    if args.address:
+        check_address(args.address)
+    plan = plan_runs(req)
+    console = Console()
+    console.print(f"[bold]bench run[/]: {len(plan.runs)} runs "
+                  f"({', '.join(req.methods)} on {', '.join(req.datasets)}, IPC {','.join(map(str, req.ipcs))}, "
+                  f"{', '.join(req.archs)}, {req.protocol}/{req.budget}, seeds {','.join(str(s) for s in sorted({r.seed for r in plan.runs}))})")
+    summary = run_grid(plan.runs, store, RunnerOptions(
+        cache_root=str(cache.root), address=args.address, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, fresh=args.fresh))
+    if summary.skipped == summary.total:
+        console.print(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun")
+    else:
+        console.print(f"{summary.ok} runs done, {summary.skipped} already in the store, "
+                      f"{len(summary.failed)} failed, in {summary.seconds:.0f} s (store: {store.path})")
+    if not args.no_leaderboard:
+        wanted = {r.run_hash for r in plan.runs}
+        rows = [r for r in store.rows() if r.run_hash in wanted]
+        for board in build_leaderboards(rows):
+            console.print(render_rich(board))
+    if summary.failed:
+        console.print(f"[red]{len(summary.failed)} runs failed[/] (details: bench results --errors):")
+        for line in summary.failed:
+            console.print(f"  {line}")
+        return EXIT_RUNS_FAILED
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.datasets import dataset_names
+    from evaluators.archs import ARCHS
+    from evaluators.protocols import PROTOCOLS
+    from methods import METHODS
+
+    if args.what == "budgets":
+        items = [{"protocol": p, "budget": b.name, "epochs": b.epochs, "full_steps": b.full_steps,
+                  "seeds": b.seeds, "student_width": b.student_width, "description": b.description}
+                 for p in PROTOCOLS.names() for b in PROTOCOLS.get(p).budgets.values()]
+        if args.json:
+            print(json.dumps(items, indent=2))
+        else:
+            for it in items:
+                print(f"{it['protocol']}/{it['budget']}: {it['description']}")
+        return 0
+    names = {"methods": METHODS.names, "datasets": dataset_names, "archs": ARCHS.names,
+             "protocols": PROTOCOLS.names}[args.what]()
+    print(json.dumps(names) if args.json else "\n".join(names))
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rows = store.errors() if args.errors else store.rows()
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=1))
+        return 0
+    from tabulate import tabulate
+
+    if args.errors:
+        table = [[r.method, r.dataset, r.ipc, r.arch, r.seed, (r.error or "").splitlines()[0]] for r in rows]
+        print(tabulate(table, headers=["method", "dataset", "ipc", "arch", "seed", "error"]))
+    else:
+        table = [[r.method, r.dataset, "full" if r.ipc is None else r.ipc, r.arch, f"{r.protocol}/{r.budget}",
+                  r.seed, f"{r.test_acc:.2f}"] for r in rows]
+        print(tabulate(table, headers=["method", "dataset", "ipc", "arch", "protocol", "seed", "test_acc"]))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.leaderboard import write_leaderboards
+
+    rows = _store(args).rows()
+    if not rows:
+        raise BenchError("the result store holds no finished runs yet; run 'bench run' first")
+    out = Path(args.out)
+    try:
+        paths = write_leaderboards(rows, out)
+    except OSError as exc:
+        raise BenchError(f"cannot write leaderboards to {out}: {exc.strerror or exc}") from None
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from benchmark.export import export_set
+
+    ipcs = parse_positive_ints(args.ipc, "--ipc")
+    if len(ipcs) != 1:
+        raise BenchError("--ipc takes one value for export")
+    for path in export_set(args.method, args.dataset, ipcs[0], args.seed, _cache(args), Path(args.out)):
+        print(path)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
+            "export": cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are in the store, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

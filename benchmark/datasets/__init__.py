@@ -1,0 +1,101 @@
+"""Data sets of the harness: ``load_dataset("fashion-mnist[root=DIR]")`` resolves a spec through the
+registry, checks and converts its options, and memoises the result per process."""
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+
+from benchmark.datasets import cifar10, digits, fashion_mnist, imagefolder  # noqa: F401  (they register)
+from benchmark.datasets.base import DATASETS, Dataset, Split
+from benchmark.errors import BenchError
+from benchmark.spec import parse_named
+
+__all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "dataset_names", "clear_cache"]
+
+_IMAGEFOLDER_PREFIX = "imagefolder:"
+# The path may hold characters parse_named refuses (spaces, ~); only a trailing [...] is options.
+_IMAGEFOLDER_SPEC = re.compile(r"^imagefolder:(?P<path>.*?)\s*(?P<opts>\[[^\[\]]*\])?\s*$", re.DOTALL)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+_MEMO: dict[tuple, Dataset] = {}
+
+
+def dataset_names() -> list[str]:
+    """The registered data set names, sorted (``imagefolder`` takes a path: ``imagefolder:DIR``)."""
+    return DATASETS.names()
+
+
+def clear_cache() -> None:
+    """Forget the memoised data sets (tests use it to force a fresh load)."""
+    _MEMO.clear()
+
+
+def _split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    text = spec.strip()
+    if not text.startswith(_IMAGEFOLDER_PREFIX):
+        parsed = parse_named(text)
+        return parsed.name, dict(parsed.options)
+    m = _IMAGEFOLDER_SPEC.match(text)
+    path = m.group("path").strip() if m else ""
+    if not m or not path:
+        raise BenchError(f"cannot parse '{spec}': expected imagefolder:DIR or imagefolder:DIR[size=N]")
+    options = dict(parse_named("imagefolder" + (m.group("opts") or "")).options)
+    if "root" in options:
+        raise BenchError(f"'{spec}' gives the directory twice; use imagefolder:DIR or imagefolder[root=DIR]")
+    options["root"] = path
+    return "imagefolder", options
+
+
+def _convert(dataset: str, key: str, raw: str, hint: object) -> object:
+    """Turn the option string into the type the loader's signature declares."""
+    if raw == "":
+        raise BenchError(f"dataset '{dataset}': option {key} is empty; write {key}=VALUE")
+    if hint is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise BenchError(f"dataset '{dataset}': option {key} must be 1 or 0, got '{raw}'")
+    if hint is int:
+        if not raw.isdigit() or int(raw) <= 0:
+            raise BenchError(f"dataset '{dataset}': option {key} must be a positive integer, got '{raw}'")
+        return int(raw)
+    return raw
+
+
+def _options(dataset: str, loader: typing.Callable[..., Dataset], raw: dict[str, str]) -> dict[str, object]:
+    params = {
+        n: p for n, p in inspect.signature(loader).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    unknown = sorted(set(raw) - set(params))
+    if unknown:
+        valid = ", ".join(params) if params else "none"
+        raise BenchError(f"dataset '{dataset}' has no option '{unknown[0]}' (valid options: {valid})")
+    hints = typing.get_type_hints(loader)
+    converted = {}
+    for key, value in raw.items():
+        hint = hints.get(key, str)
+        # "int | None" and friends: convert to the non-None member.
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), str)
+        converted[key] = _convert(dataset, key, value, hint)
+    return converted
+
+
+def load_dataset(spec: str) -> Dataset:
+    """The data set named by ``spec`` (``name`` or ``name[key=value,...]`` or ``imagefolder:DIR``).
+
+    The same spec (options in any order) returns the same object within a process; callers must
+    treat its tensors as read-only.
+    """
+    name, raw = _split_spec(spec)
+    loader = DATASETS.get(name)
+    options = _options(name, loader, raw)
+    key = (name, tuple(sorted(options.items())))
+    if key not in _MEMO:
+        _MEMO[key] = loader(**options)
+    return _MEMO[key]

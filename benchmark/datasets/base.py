@@ -1,0 +1,78 @@
+"""The data set record every loader returns, and the registry of loaders."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from benchmark.registry import Registry
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``images`` uint8 N x C x H x W, ``labels`` int64 N."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError("Split.images must be a uint8 N x C x H x W tensor")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError("Split.labels must be an int64 tensor of length N")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def float_images(self) -> torch.Tensor:
+        """Images as float32 in [0, 1]."""
+        return self.images.float().div_(255.0)
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+    def indices_of(self, label: int) -> torch.Tensor:
+        return torch.nonzero(self.labels == label, as_tuple=False).flatten()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set with fixed train / validation / test splits.
+
+    The validation split is carved from the original training data once per data set,
+    independently of any run seed, so model selection never touches the test split.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    prompts: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: Split
+    val: Split
+    test: Split
+    source: str = ""
+    _fingerprint: list = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def fingerprint(self) -> str:
+        """A content hash of all three splits; keys every artifact derived from the data."""
+        if not self._fingerprint:
+            h = hashlib.sha256(self.name.encode())
+            for split in (self.train, self.val, self.test):
+                h.update(split.images.numpy().tobytes())
+                h.update(split.labels.numpy().tobytes())
+            self._fingerprint.append(h.hexdigest()[:16])
+        return self._fingerprint[0]
+
+
+DatasetLoader = Callable[..., Dataset]
+DATASETS: Registry[DatasetLoader] = Registry("dataset", check=callable)
+register_dataset = DATASETS.register

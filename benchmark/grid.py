@@ -1,0 +1,83 @@
+"""The run grid: (method x dataset x IPC x arch x seed) expanded into content-hashed specs.
+
+A `DistillJob` is one (method, dataset, IPC, seed) distillation, evaluated for every arch
+it is paired with; it is the unit a Ray Tune trial executes. A `RunSpec` is one row of the
+result store. The `full` reference ignores IPC, so it yields one job per (dataset, seed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from benchmark.artifacts import content_key
+
+HARNESS_VERSION = 1  # bump when a change alters what any run computes
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One evaluated run: a row of the result store."""
+
+    method: str  # canonical method spec
+    method_config: str  # JSON of the distiller's config
+    dataset: str
+    data_fingerprint: str
+    ipc: int | None
+    arch: str
+    protocol: str
+    protocol_config: str  # JSON of the protocol and budget definitions
+    budget: str
+    seed: int
+
+    def config(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["method_config"] = json.loads(self.method_config)
+        d["protocol_config"] = json.loads(self.protocol_config)
+        d["harness_version"] = HARNESS_VERSION
+        return d
+
+    @property
+    def run_hash(self) -> str:
+        return content_key(self.config())
+
+    def label(self) -> str:
+        ipc = "full" if self.ipc is None else f"ipc{self.ipc}"
+        return f"{self.method} {self.dataset} {ipc} {self.arch} seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class DistillJob:
+    """One distillation and the runs that evaluate it."""
+
+    method: str
+    dataset: str
+    ipc: int | None
+    seed: int
+    runs: tuple[RunSpec, ...]
+
+    def distill_key(self, method_config: dict[str, Any], data_fingerprint: str, deterministic: bool) -> str:
+        """Content key of the distilled set; deterministic methods ignore the seed."""
+        return content_key({"method": method_config, "data": data_fingerprint, "ipc": self.ipc,
+                            "seed": None if deterministic else self.seed, "harness_version": HARNESS_VERSION})
+
+    def label(self) -> str:
+        ipc = "full" if self.ipc is None else f"ipc {self.ipc}"
+        return f"{self.method} · {self.dataset} · {ipc} · seed {self.seed}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "seed": self.seed,
+                "runs": [dataclasses.asdict(r) for r in self.runs]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DistillJob:
+        return cls(d["method"], d["dataset"], d["ipc"], d["seed"], tuple(RunSpec(**r) for r in d["runs"]))
+
+
+def group_jobs(runs: list[RunSpec]) -> list[DistillJob]:
+    """Group runs that share one distilled set into jobs, keeping the grid's order."""
+    jobs: dict[tuple, list[RunSpec]] = {}
+    for r in runs:
+        jobs.setdefault((r.method, r.dataset, r.ipc, r.seed), []).append(r)
+    return [DistillJob(m, d, i, s, tuple(rs)) for (m, d, i, s), rs in jobs.items()]

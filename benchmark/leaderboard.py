@@ -1,0 +1,234 @@
+"""Leaderboards: successful result rows turned into one table per (dataset, protocol, budget), as markdown or rich.
+
+Every number shown is a mean, std or count of test accuracies in the rows; nothing is carried over
+from papers or other tables.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from tabulate import tabulate
+
+from benchmark.stats import CellStats, summarize, welch_t_test
+from benchmark.store import ResultRow
+
+FULL = "full"
+RANDOM = "random"
+FULL_LABEL = "full (reference)"
+EMPTY = "—"
+EVLF = "+evlf"
+ALPHA = 0.05
+GAIN, LOSS = "↑", "↓"
+
+
+@dataclass
+class Leaderboard:
+    """One table: methods down, IPC (x student when several) across."""
+
+    dataset: str
+    protocol: str
+    budget: str
+    columns: list[str]
+    rows: list[tuple[str, list[str]]]
+    notes: list[str]
+    # (row index, column index) of the best non-reference cell of each column.
+    bold: set[tuple[int, int]] = field(default_factory=set)
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} — {self.protocol}/{self.budget}"
+
+
+# A column is one (ipc, arch); ipc None only when a board holds nothing but whole-data rows.
+_Column = tuple[int | None, str]
+
+
+def _method_order(method: str) -> tuple[int, str, str]:
+    rank = 0 if method == FULL else 1 if method == RANDOM else 2
+    return rank, method.lower(), method
+
+
+def _cell_text(s: CellStats) -> str:
+    # One seed has no spread; printing "± 0.0" would claim a measured std of zero.
+    if s.n < 2:
+        return f"{s.mean:.1f} ({s.n})"
+    return f"{s.mean:.1f} ± {s.std:.1f} ({s.n})"
+
+
+def _column_label(col: _Column, several_archs: bool) -> str:
+    ipc, arch = col
+    base = "all data" if ipc is None else f"IPC {ipc}"
+    return f"{base} · {arch}" if several_archs else base
+
+
+def _build_board(dataset: str, protocol: str, budget: str, rows: list[ResultRow]) -> Leaderboard:
+    values: dict[tuple[str, int | None, str], list[float]] = defaultdict(list)
+    for r in rows:
+        values[(r.method, r.ipc, r.arch)].append(float(r.test_acc))  # type: ignore[arg-type]
+    archs = sorted({r.arch for r in rows})
+    several = len(archs) > 1
+    columns: list[_Column] = sorted({(r.ipc, r.arch) for r in rows if r.ipc is not None})
+    if not columns:
+        columns = [(None, a) for a in archs]
+    methods = sorted({r.method for r in rows}, key=_method_order)
+
+    def cell_values(method: str, col: _Column) -> list[float]:
+        # Whole-data rows (ipc None) do not depend on IPC: the same model fills every column of its arch.
+        return values.get((method, col[0], col[1])) or values.get((method, None, col[1])) or []
+
+    stats = {
+        (m, col): summarize(v) for m in methods for col in columns if (v := cell_values(m, col))
+    }
+
+    table: list[tuple[str, list[str]]] = []
+    bold: set[tuple[int, int]] = set()
+    for i, m in enumerate(methods):
+        cells = []
+        for col in columns:
+            s = stats.get((m, col))
+            text = EMPTY if s is None else _cell_text(s)
+            if s is not None and EVLF in m:
+                text += _evlf_mark(cell_values(m, col), cell_values(m.replace(EVLF, "", 1), col))
+            cells.append(text)
+        table.append((FULL_LABEL if m == FULL else m, cells))
+
+    for j, col in enumerate(columns):
+        # Compare at the shown precision so that two cells that read the same are both bold.
+        shown = {i: round(stats[(m, col)].mean, 1)
+                 for i, m in enumerate(methods) if m != FULL and (m, col) in stats}
+        if shown:
+            best = max(shown.values())
+            bold |= {(i, j) for i, v in shown.items() if v == best}
+
+    notes = _notes(protocol, budget, rows, methods, columns, stats, several)
+    return Leaderboard(
+        dataset=dataset, protocol=protocol, budget=budget,
+        columns=[_column_label(c, several) for c in columns], rows=table, notes=notes, bold=bold,
+    )
+
+
+def _evlf_mark(evlf: list[float], base: list[float]) -> str:
+    if len(evlf) < 2 or len(base) < 2:
+        return ""
+    t, p = welch_t_test(evlf, base)
+    if math.isnan(p) or p >= ALPHA:
+        return ""
+    return f" {GAIN}" if t > 0 else f" {LOSS}"
+
+
+def _notes(
+    protocol: str, budget: str, rows: list[ResultRow], methods: list[str],
+    columns: list[_Column], stats: dict[tuple[str, _Column], CellStats], several: bool,
+) -> list[str]:
+    seeds = sorted({r.seed for r in rows})
+    ns = sorted({s.n for s in stats.values()})
+    n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]} to {ns[-1]}"
+    notes = [
+        f"Protocol `{protocol}`, budget `{budget}`; numbers are comparable only within this table.",
+        "Accuracy: top-1 test accuracy (%) of the student after the last training epoch; "
+        "a cell is mean ± sample std (n), n = number of student seeds; a single seed shows no std.",
+        f"Students: {', '.join(sorted({r.arch for r in rows}))}.",
+        f"Seeds used: {', '.join(map(str, seeds))}; n per cell: {n_text}.",
+        "Bold: the best method of each column (the reference row excluded).",
+    ]
+    if FULL in methods:
+        notes.append(
+            f"'{FULL_LABEL}' is a student trained on the whole training split; it does not depend on "
+            "IPC, so its one value is repeated in every column"
+            + (" of its student" if several else "") + " and is never bold."
+        )
+    if any(EVLF in m for m in methods):
+        notes.append(
+            f"{GAIN} / {LOSS} after a '{EVLF}' cell: significantly above / below its base method in the "
+            f"same column (two-sided Welch t-test, p < {ALPHA}); no mark: not significant or under 2 seeds."
+        )
+    for col in columns:
+        if col[0] is None:
+            continue
+        label = _column_label(col, several)
+        others = [(stats[(m, col)].mean, m) for m in methods
+                  if m not in (FULL, RANDOM) and (m, col) in stats]
+        if not others:
+            continue
+        if (RANDOM, col) not in stats:
+            notes.append(f"{label}: no '{RANDOM}' row, so no method can be judged against random.")
+            continue
+        rand = stats[(RANDOM, col)].mean
+        best_mean, best = max(others, key=lambda x: (x[0], x[1]))
+        if best_mean <= rand:
+            notes.append(
+                f"{label}: no method beats {RANDOM} ({rand:.1f}); the best is {best} ({best_mean:.1f})."
+            )
+    return notes
+
+
+def build_leaderboards(rows: Iterable[ResultRow]) -> list[Leaderboard]:
+    """One board per (dataset, protocol, budget) from the rows with status "ok" and an accuracy."""
+    groups: dict[tuple[str, str, str], list[ResultRow]] = defaultdict(list)
+    for r in rows:
+        if r.status == "ok" and r.test_acc is not None and math.isfinite(r.test_acc):
+            groups[(r.dataset, r.protocol, r.budget)].append(r)
+    return [_build_board(*key, groups[key]) for key in sorted(groups)]
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(board: Leaderboard) -> str:
+    """The board as a markdown section: title, notes as a list, then a GitHub table."""
+    body = []
+    for i, (label, cells) in enumerate(board.rows):
+        shown = [f"**{c}**" if (i, j) in board.bold else c for j, c in enumerate(cells)]
+        body.append([_md_escape(label), *map(_md_escape, shown)])
+    table = tabulate(body, headers=["method", *board.columns], tablefmt="github", disable_numparse=True)
+    notes = "\n".join(f"- {n}" for n in board.notes)
+    return f"## {board.title}\n\n{notes}\n\n{table}\n"
+
+
+def render_rich(board: Leaderboard) -> Table:
+    """The board as a rich table, notes as its caption."""
+    # Text, not str: method specs like "d4m[strength=0.5]" would otherwise be read as rich markup.
+    table = Table(title=Text(board.title), caption=Text("\n".join(board.notes)), caption_justify="left")
+    table.add_column("method", no_wrap=True)
+    for col in board.columns:
+        table.add_column(Text(col), justify="right")
+    for i, (label, cells) in enumerate(board.rows):
+        shown = [Text(c, style="bold") if (i, j) in board.bold else Text(c) for j, c in enumerate(cells)]
+        table.add_row(Text(label, style="italic" if label == FULL_LABEL else ""), *shown)
+    return table
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("._") or "_"
+
+
+def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path) -> list[Path]:
+    """Write one markdown file per board and an ``index.md`` linking them; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    links: list[str] = []
+    used: set[str] = set()
+    for board in build_leaderboards(rows):
+        stem = f"{_safe_name(board.dataset)}__{_safe_name(board.protocol)}-{_safe_name(board.budget)}"
+        name, k = f"{stem}.md", 2
+        while name in used:  # two names that sanitise alike must not overwrite each other
+            name, k = f"{stem}-{k}.md", k + 1
+        used.add(name)
+        path = out_dir / name
+        path.write_text(render_markdown(board), encoding="utf-8")
+        written.append(path)
+        links.append(f"- [{board.title}]({name})")
+    index = out_dir / "index.md"
+    listing = "\n".join(links) if links else "No successful runs yet."
+    index.write_text(f"# EVLF-Bench leaderboards\n\n{listing}\n", encoding="utf-8")
+    written.append(index)
+    return written

@@ -1,0 +1,66 @@
+"""From a grid request to validated run specs: every bad input is refused here, before any work."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from benchmark.datasets import load_dataset
+from benchmark.errors import BenchError
+from benchmark.grid import RunSpec
+from evaluators.archs import ARCHS
+from evaluators.protocols import resolve
+from methods import resolve_method
+from methods.registry import MethodSpec
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """What the user asked for; ``seeds`` None means the budget's default number of seeds."""
+
+    methods: tuple[str, ...] = ("random", "herding", "full")
+    datasets: tuple[str, ...] = ("fashion-mnist",)
+    ipcs: tuple[int, ...] = (1, 10)
+    archs: tuple[str, ...] = ("convnet3",)
+    protocol: str = "dc"
+    budget: str = "quick"
+    seeds: tuple[int, ...] | None = None
+
+
+DEFAULT_GRID = GridRequest()
+
+
+@dataclass
+class Plan:
+    runs: list[RunSpec]
+    methods: dict[str, MethodSpec] = field(default_factory=dict)
+
+
+def plan_runs(req: GridRequest) -> Plan:
+    """Resolve every name and check every size; raise `BenchError` on the first bad input."""
+    protocol, budget = resolve(req.protocol, req.budget)
+    for arch in req.archs:
+        ARCHS.get(arch)
+    methods = {m.label: m for m in (resolve_method(text) for text in req.methods)}
+    seeds = req.seeds if req.seeds is not None else tuple(range(budget.seeds))
+    if not seeds:
+        raise BenchError("--seeds must give at least one seed")
+    protocol_config = json.dumps({"protocol": dataclasses.asdict(protocol) | {"budgets": None},
+                                  "budget": dataclasses.asdict(budget)}, sort_keys=True)
+    runs: list[RunSpec] = []
+    for dataset in req.datasets:
+        data = load_dataset(dataset)
+        for label, spec in methods.items():
+            ipcs: tuple[int | None, ...] = (None,) if spec.distiller.reference else req.ipcs
+            for ipc in ipcs:
+                if ipc is not None:
+                    spec.distiller.validate(data, ipc)
+                for arch in req.archs:
+                    for seed in seeds:
+                        runs.append(RunSpec(
+                            method=label, method_config=json.dumps(spec.distiller.config(), sort_keys=True),
+                            dataset=dataset, data_fingerprint=data.fingerprint(), ipc=ipc, arch=arch,
+                            protocol=protocol.name, protocol_config=protocol_config, budget=budget.name,
+                            seed=seed,
+                        ))
+    return Plan(runs, methods)

@@ -1,0 +1,199 @@
+"""Executes a planned grid with Ray Tune: skips finished runs, prepares shared prerequisites,
+runs one trial per distillation job, and writes every row to the store as it arrives."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmark.artifacts import ArtifactCache
+from benchmark.datasets import load_dataset
+from benchmark.errors import BenchError
+from benchmark.grid import DistillJob, RunSpec, group_jobs
+from benchmark.progress import GridProgress
+from benchmark.provenance import git_commit, versions
+from benchmark.store import ResultRow, ResultStore
+from methods import resolve_method
+from methods.base import DistillContext
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    cache_root: str
+    address: str | None = None  # join an existing Ray cluster instead of starting one
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 when a GPU is visible, else 0
+    fresh: bool = False
+
+
+@dataclass
+class RunSummary:
+    total: int
+    skipped: int
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)  # labels of failed runs
+    seconds: float = 0.0
+
+
+def check_address(address: str) -> None:
+    """Fail fast, in one line, when a Ray cluster address cannot be reached."""
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise BenchError(f"--address must be host:port, ray://host:port or auto, got '{address}'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise BenchError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def _init_ray(address: str | None) -> bool:
+    """Start an embedded cluster on loopback, or join ``address``; True if we started one."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+             "configure_logging": True}
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            raise BenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        return True
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=os.cpu_count(), **quiet)
+    return True
+
+
+class _StoreCallback:
+    """Tune callback (driver side): rows go to the store the moment a trial reports them."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):  # subclass lazily so importing us skips Ray
+        from ray.tune import Callback
+
+        class StoreCallback(Callback):
+            def __init__(self, store: ResultStore, jobs: list[DistillJob], progress: GridProgress,
+                         summary: RunSummary):
+                self.store, self.jobs, self.progress, self.summary = store, jobs, progress, summary
+                self.reported: dict[str, set[str]] = {}
+
+            def _job(self, trial) -> DistillJob:
+                return self.jobs[trial.config["job_index"]]
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                job = self._job(trial)
+                if "row" in result:
+                    row = json.loads(result["row"])
+                    self._write(row)
+                    self.reported.setdefault(trial.trial_id, set()).add(row["run_hash"])
+                    self.progress.status(trial.trial_id, job.label(), f"finished {row['arch']}")
+                elif result.get("phase"):
+                    self.progress.status(trial.trial_id, job.label(), str(result["phase"]))
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                self.progress.trial_done(trial.trial_id)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                # the worker died outside our own error handling: record every unreported run
+                done = self.reported.get(trial.trial_id, set())
+                message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
+                for run in self._job(trial).runs:
+                    if run.run_hash not in done:
+                        self._write({"run_hash": run.run_hash, "status": "error", "method": run.method,
+                                     "dataset": run.dataset, "ipc": run.ipc, "arch": run.arch,
+                                     "protocol": run.protocol, "budget": run.budget, "seed": run.seed,
+                                     "test_acc": None, "config": run.config(), "metrics": {},
+                                     "error": message})
+                self.progress.trial_done(trial.trial_id)
+
+            def _write(self, row: dict) -> None:
+                self.store.put(ResultRow(**row, git_commit=git_commit(), versions=versions(),
+                                         created_at=time.time()))
+                ok = row["status"] == "ok"
+                if ok:
+                    self.summary.ok += 1
+                else:
+                    label = RunSpec(**{k: v for k, v in row["config"].items() if k != "harness_version"}).label()
+                    self.summary.failed.append(f"{label}: {row['error'].splitlines()[0]}")
+                self.progress.run_done(ok)
+
+        return StoreCallback(*args, **kwargs)
+
+
+def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgress) -> None:
+    """Build what several trials share (teachers, fine-tuned models) once, in the driver."""
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        if (job.method, job.dataset) in seen:
+            continue
+        seen.add((job.method, job.dataset))
+        distiller = resolve_method(job.method).distiller
+        if distiller.reference:
+            continue
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        ctx = DistillContext(cache, device, lambda msg: progress.status("prepare", "prepare", msg))
+        distiller.prepare(load_dataset(job.dataset), ctx)
+        progress.trial_done("prepare")
+
+
+def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) -> RunSummary:
+    """Run every run of the grid that the store does not already hold."""
+    start = time.perf_counter()
+    done = set() if options.fresh else store.done_hashes()
+    pending = [r for r in runs if r.run_hash not in done]
+    summary = RunSummary(total=len(runs), skipped=len(runs) - len(pending))
+    if not pending:
+        summary.seconds = time.perf_counter() - start
+        return summary
+    cache = ArtifactCache(options.cache_root)
+    jobs = group_jobs(pending)
+    started = _init_ray(options.address)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+    from ray import tune
+
+    gpus = options.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    resources = {"cpu": options.cpus_per_trial, "gpu": gpus}
+    try:
+        with GridProgress(len(pending)) as progress:
+            _prepare(jobs, cache, progress)
+            trainable = tune.with_resources(
+                tune.with_parameters(_trainable(), jobs=[j.to_json() for j in jobs]), resources)
+            with tempfile.TemporaryDirectory(prefix="bench-tune-") as tune_dir:
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space={"job_index": tune.grid_search(list(range(len(jobs)))),
+                                 "cache_root": str(cache.root), "threads": max(1, int(options.cpus_per_trial))},
+                    tune_config=tune.TuneConfig(num_samples=1),
+                    run_config=tune.RunConfig(
+                        name="bench", storage_path=tune_dir, verbose=0,
+                        failure_config=tune.FailureConfig(max_failures=0),
+                        callbacks=[_StoreCallback(store, jobs, progress, summary)],
+                    ),
+                )
+                tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _trainable():
+    from benchmark.trial import tune_trainable
+
+    return tune_trainable

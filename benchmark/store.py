@@ -1,0 +1,216 @@
+"""The result store: one SQLite file (WAL mode) holding one row per finished run, keyed by run hash.
+
+The driver is the only writer and commits every row at once, so an interrupted grid keeps
+everything written so far; reporting commands may read the same file from another process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import BenchError
+
+SCHEMA_VERSION = 1
+DB_NAME = "bench.sqlite3"
+# Long enough for a report to finish reading while the driver commits, short enough to notice a hang.
+BUSY_TIMEOUT_S = 30.0
+
+_COLUMNS = (
+    "run_hash", "status", "method", "dataset", "ipc", "arch", "protocol", "budget", "seed",
+    "test_acc", "config", "metrics", "error", "git_commit", "versions", "created_at",
+)
+_JSON_COLUMNS = ("config", "metrics", "versions")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    run_hash   TEXT PRIMARY KEY,
+    status     TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    dataset    TEXT NOT NULL,
+    ipc        INTEGER,
+    arch       TEXT NOT NULL,
+    protocol   TEXT NOT NULL,
+    budget     TEXT NOT NULL,
+    seed       INTEGER NOT NULL,
+    test_acc   REAL,
+    config     TEXT NOT NULL,
+    metrics    TEXT NOT NULL,
+    error      TEXT,
+    git_commit TEXT NOT NULL,
+    versions   TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_status ON results (status);
+CREATE INDEX IF NOT EXISTS results_dataset ON results (dataset, status);
+CREATE INDEX IF NOT EXISTS results_method ON results (method, status);
+"""
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy / torch scalars and paths turn up in metrics; anything else is a caller bug.
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+@dataclass
+class ResultRow:
+    """One run: what was run (config and its hash), what came out (accuracy, metrics or error)."""
+
+    run_hash: str
+    status: str
+    method: str
+    dataset: str
+    ipc: int | None
+    arch: str
+    protocol: str
+    budget: str
+    seed: int
+    test_acc: float | None
+    config: dict
+    metrics: dict
+    error: str | None = None
+    git_commit: str = ""
+    versions: dict = field(default_factory=dict)
+    created_at: float = 0.0
+
+    def to_json(self) -> dict:
+        """A flat JSON-able dict of every field."""
+        return json.loads(_dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict) -> ResultRow:
+        """Inverse of :meth:`to_json`; unknown keys are ignored."""
+        return cls(**{k: data[k] for k in _COLUMNS if k in data})
+
+
+def default_store_root() -> Path:
+    """``$BENCH_STORE`` if set, else ``./bench-results``."""
+    env = os.environ.get("BENCH_STORE")
+    return Path(env).expanduser() if env else Path.cwd() / "bench-results"
+
+
+class ResultStore:
+    """Rows of :class:`ResultRow` in ``<root>/bench.sqlite3``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.path = self.root / DB_NAME
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unwritable(exc) from None
+        try:
+            self._init_schema()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise self._unwritable(exc) from None
+        except BenchError:
+            self._conn.close()
+            raise
+
+    def _unwritable(self, exc: BaseException) -> BenchError:
+        reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).replace("\n", " ")
+        return BenchError(
+            f"cannot write the result store at {self.root}: {reason}; "
+            "set BENCH_STORE or --store to a writable directory"
+        )
+
+    def _init_schema(self) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        # WAL lets a reader in another process see committed rows while the driver keeps writing.
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = NORMAL")
+        with conn:
+            conn.executescript(_SCHEMA)
+            found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            if found is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif found > SCHEMA_VERSION:
+                raise BenchError(
+                    f"the result store at {self.path} has schema version {found}, newer than this "
+                    f"harness understands ({SCHEMA_VERSION}); upgrade the harness or use another --store"
+                )
+
+    def put(self, row: ResultRow) -> None:
+        """Insert the row, or replace the one with the same run hash; committed before returning."""
+        if row.status not in ("ok", "error"):
+            raise ValueError(f"status must be 'ok' or 'error', got {row.status!r}")
+        values = asdict(row)
+        for key in _JSON_COLUMNS:
+            values[key] = _dumps(values[key])
+        values["created_at"] = row.created_at or time.time()
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._lock, self._conn:
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                [values[c] for c in _COLUMNS],
+            )
+
+    def done_hashes(self) -> set[str]:
+        """Run hashes that finished successfully; the driver skips these on resume."""
+        with self._lock:
+            cur = self._conn.execute("SELECT run_hash FROM results WHERE status = 'ok'")
+            return {h for (h,) in cur.fetchall()}
+
+    def get(self, run_hash: str) -> ResultRow | None:
+        """The row with this run hash, whatever its status."""
+        found = self._select("WHERE run_hash = ?", [run_hash])
+        return found[0] if found else None
+
+    def rows(
+        self, *, status: str | None = "ok", dataset: str | None = None, method: str | None = None
+    ) -> list[ResultRow]:
+        """Rows matching every filter given; ``status=None`` means any status."""
+        where, args = [], []
+        for column, value in (("status", status), ("dataset", dataset), ("method", method)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self._select(clause, args)
+
+    def errors(self) -> list[ResultRow]:
+        """Failed runs, with their error text."""
+        return self.rows(status="error")
+
+    def _select(self, clause: str, args: list[Any]) -> list[ResultRow]:
+        sql = (
+            f"SELECT {', '.join(_COLUMNS)} FROM results {clause} "
+            "ORDER BY dataset, protocol, budget, method, arch, ipc, seed, run_hash"
+        )
+        with self._lock:
+            fetched = self._conn.execute(sql, args).fetchall()
+        out = []
+        for values in fetched:
+            data = dict(zip(_COLUMNS, values))
+            for key in _JSON_COLUMNS:
+                data[key] = json.loads(data[key])
+            out.append(ResultRow(**data))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,66 @@
+"""Teachers: a student architecture trained on the whole real training split, cached.
+
+Herding reads its features; later the soft-label protocol and the image-quality metrics use
+the same teacher. The cache key covers the recipe and the data fingerprint, and the teacher's
+own test accuracy is stored beside its weights so every row that used it can report it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmark.artifacts import ArtifactCache, content_key
+from benchmark.datasets.base import Dataset
+from evaluators.archs import build_student
+from evaluators.evaluate import shape_of
+from evaluators.protocols import DC, Schedule
+from evaluators.train import accuracy, normalise, train
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    arch: str = "convnet3"
+    width: int = 32
+    steps: int = 1500
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    recipe: TeacherRecipe
+    test_acc: float
+    key: str
+
+
+def _key(data: Dataset, recipe: TeacherRecipe) -> str:
+    return content_key({"recipe": dataclasses.asdict(recipe), "data": data.fingerprint(),
+                        "version": RECIPE_VERSION})
+
+
+def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, device: torch.device) -> Teacher:
+    """Load the teacher for (data, recipe) from the cache, training it on first use."""
+    key = _key(data, recipe)
+
+    def build() -> dict:
+        torch.manual_seed(recipe.seed)
+        model = build_student(recipe.arch, shape_of(data), width=recipe.width).to(device)
+        x = normalise(data.train.float_images().to(device), data.mean, data.std)
+        y = data.train.labels.to(device)
+        schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1)
+        train(model, x, y, DC, schedule, recipe.seed)
+        test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
+        acc = accuracy(model, test_x, data.test.labels.to(device))
+        return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "test_acc": acc}
+
+    state = cache.get_or_build("teacher", key, build, meta={"recipe": dataclasses.asdict(recipe),
+                                                            "dataset": data.name})
+    model = build_student(recipe.arch, shape_of(data), width=recipe.width)
+    model.load_state_dict(state["state_dict"])
+    return Teacher(model.to(device).eval(), recipe, float(state["test_acc"]), key)

@@ -1,0 +1,138 @@
+"""The `Distiller` interface every method implements, and the `DistilledSet` it returns."""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from benchmark.artifacts import ArtifactCache
+from benchmark.datasets.base import Dataset
+from benchmark.errors import BenchError
+
+
+@dataclass
+class DistilledSet:
+    """A distilled data set: images in [0, 1] (float32, N x C x H x W) and hard labels.
+
+    ``soft_labels`` (N x classes, float32) is present only for methods that store them.
+    ``nbytes`` counts what a user would have to store: one byte per pixel value, the hard
+    labels as int64, and soft labels as float32.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    soft_labels: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dim() != 4 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError("DistilledSet needs N x C x H x W images and N labels")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        soft = 0 if self.soft_labels is None else self.soft_labels.numel() * 4
+        return self.images.numel() + self.labels.numel() * 8 + soft
+
+    def to_state(self) -> dict[str, Any]:
+        return {"images": self.images.contiguous(), "labels": self.labels.contiguous(),
+                "soft_labels": self.soft_labels, "meta": self.meta}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> DistilledSet:
+        return cls(state["images"], state["labels"], state.get("soft_labels"), dict(state.get("meta", {})))
+
+
+@dataclass
+class DistillContext:
+    """What the runner hands a method: the artifact cache, the device and a status callback."""
+
+    cache: ArtifactCache
+    device: torch.device
+    report: Callable[[str], None] = lambda message: None
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+class Distiller(ABC):
+    """A dataset-distillation method.
+
+    Subclasses set ``Options`` to a frozen dataclass of their hyper-parameters (defaults are
+    the faithful ones) and implement :meth:`distill`. Class flags tell the runner what the
+    method needs and how to treat it.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    selects_real: ClassVar[bool] = False  # picks real images: IPC is bounded by class sizes
+    reference: ClassVar[bool] = False  # independent of IPC (the `full` row)
+    needs_encoder: ClassVar[bool] = False  # has an `encode_real` hook a plug-in may replace
+    deterministic: ClassVar[bool] = False  # the seed does not change the set (only the student)
+
+    def __init__(self, options: Any | None = None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def with_options(cls, raw: dict[str, str]) -> Distiller:
+        """Build from command-line option strings, converting each to its declared type."""
+        return cls(parse_options(cls.name, cls.Options, raw))
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the distilled set besides data, IPC and seed."""
+        return {"method": self.name, "options": dataclasses.asdict(self.options)}
+
+    def validate(self, data: Dataset, ipc: int) -> None:
+        """Refuse impossible requests before any work starts."""
+        if self.selects_real:
+            smallest = min(data.train.class_counts(data.num_classes))
+            if ipc > smallest:
+                raise BenchError(
+                    f"IPC {ipc} is larger than the smallest class of {data.name} ({smallest} training images) "
+                    f"for the selection method '{self.name}'"
+                )
+
+    def prepare(self, data: Dataset, ctx: DistillContext) -> None:
+        """Build shared prerequisites (teachers, fine-tuned models) once, before the trials run."""
+
+    @abstractmethod
+    def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
+        """Return exactly ``ipc`` images per class (all of them for a reference method)."""
+
+
+def _convert(method: str, name: str, kind: Any, text: str) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+        return text
+    except ValueError:
+        type_name = getattr(kind, "__name__", str(kind))
+        raise BenchError(f"option '{name}' of method '{method}' must be {type_name}, got '{text}'") from None
+
+
+def parse_options(method: str, options_type: type, raw: dict[str, str]) -> Any:
+    """Turn ``{"strength": "0.5"}`` into the method's options dataclass, refusing unknown names."""
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "none"
+        raise BenchError(f"method '{method}' has no option '{unknown[0]}' (its options: {valid})")
+    values = {k: _convert(method, k, fields[k].type, v) for k, v in raw.items()}
+    return options_type(**values)

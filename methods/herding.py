@@ -1,0 +1,68 @@
+"""`herding`: per class, greedily pick the real images whose running feature mean best
+matches the class mean (Welling, 2009), in the feature space of the data set's teacher
+(a ConvNet-3 trained on the real training split, see `evaluators.teacher`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from benchmark.datasets.base import Dataset
+from evaluators.teacher import TeacherRecipe, get_teacher
+from evaluators.train import embed, normalise
+from methods.base import DistillContext, DistilledSet, Distiller
+from methods.registry import register_method
+
+
+def herding_order(features: torch.Tensor, k: int) -> list[int]:
+    """Greedy herding: at each step add the row that brings the running mean of the chosen
+    rows closest (L2) to the mean of all rows. Returns ``k`` distinct row indices."""
+    target = features.mean(0)
+    chosen: list[int] = []
+    running = torch.zeros_like(target)
+    available = torch.ones(features.shape[0], dtype=torch.bool)
+    for step in range(1, k + 1):
+        candidate_means = (running.unsqueeze(0) + features) / step
+        dist = (candidate_means - target).norm(dim=1)
+        dist[~available] = float("inf")
+        best = int(dist.argmin())
+        chosen.append(best)
+        available[best] = False
+        running += features[best]
+    return chosen
+
+
+@dataclass(frozen=True)
+class HerdingOptions:
+    teacher_steps: int = 1500  # optimiser steps of the feature teacher (batch 256)
+
+
+@register_method("herding")
+class Herding(Distiller):
+    Options = HerdingOptions
+    selects_real = True
+    deterministic = True
+
+    def _recipe(self) -> TeacherRecipe:
+        return TeacherRecipe(steps=self.options.teacher_steps)
+
+    def config(self) -> dict:
+        return {**super().config(), "features": "teacher penultimate layer"}
+
+    def prepare(self, data: Dataset, ctx: DistillContext) -> None:
+        ctx.report(f"training the herding teacher for {data.name}")
+        get_teacher(data, self._recipe(), ctx.cache, ctx.device)
+
+    def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
+        teacher = get_teacher(data, self._recipe(), ctx.cache, ctx.device)
+        images = data.train.float_images()
+        feats = embed(teacher.model, normalise(images.to(ctx.device), data.mean, data.std)).cpu()
+        picks = []
+        for c in range(data.num_classes):
+            members = data.train.indices_of(c)
+            order = herding_order(feats[members], ipc)
+            picks.append(members[torch.tensor(order, dtype=torch.long)])
+        idx = torch.cat(picks)
+        return DistilledSet(images[idx], data.train.labels[idx].clone(),
+                            meta={"indices": idx.tolist(), "teacher_test_acc": teacher.test_acc,
+                                  "teacher_key": teacher.key})

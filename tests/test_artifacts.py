@@ -1,0 +1,183 @@
+"""Tests for the content-addressed artifact cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.artifacts import ArtifactCache, content_key, default_cache_root
+from benchmark.errors import BenchError
+
+LOGGER = "benchmark.artifacts"
+
+
+def sample() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"images": torch.rand(10, 1, 28, 28, generator=g), "labels": torch.arange(10), "ipc": 1}
+
+
+def test_roundtrip_dict_of_tensors(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "cache")
+    obj = sample()
+    path = cache.save("distilled", "abc", obj, meta={"method": "random"})
+    assert path == tmp_path / "cache" / "distilled" / "abc.pt" == cache.path("distilled", "abc")
+    got = cache.load("distilled", "abc")
+    assert torch.equal(got["images"], obj["images"]) and torch.equal(got["labels"], obj["labels"])
+    assert got["ipc"] == 1
+    meta = cache.meta("distilled", "abc")
+    assert meta["meta"] == {"method": "random"}
+    assert meta["bytes"] == path.stat().st_size
+    assert len(meta["sha256"]) == 64 and meta["created_at"] > 0
+    # no temp files left behind
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")) == [
+        "abc.json", "abc.pt"]
+
+
+def test_absent_is_none(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    assert cache.load("distilled", "missing") is None
+    assert cache.meta("distilled", "missing") is None
+
+
+def test_corrupted_file_detected_logged_deleted_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ArtifactCache(tmp_path)
+    calls = []
+
+    def build() -> dict:
+        calls.append(1)
+        return sample()
+
+    first = cache.get_or_build("distilled", "k1", build)
+    assert len(calls) == 1
+    assert torch.equal(cache.get_or_build("distilled", "k1", build)["images"], first["images"])
+    assert len(calls) == 1  # served from cache
+
+    path = cache.path("distilled", "k1")
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 8] = bytes(b ^ 0xFF for b in raw[mid:mid + 8])
+    path.write_bytes(bytes(raw))
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load("distilled", "k1") is None
+    assert str(path) in caplog.text and "rebuilt" in caplog.text and "sha256" in caplog.text
+    assert not path.exists() and not path.with_suffix(".json").exists()
+
+    again = cache.get_or_build("distilled", "k1", build)
+    assert len(calls) == 2
+    assert torch.equal(again["images"], first["images"])
+    assert cache.load("distilled", "k1") is not None
+
+
+def test_missing_sidecar_is_corrupted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = ArtifactCache(tmp_path)
+    path = cache.save("teacher", "t", {"w": torch.ones(3)})
+    path.with_suffix(".json").unlink()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load("teacher", "t") is None
+    assert "sidecar is missing" in caplog.text and str(path) in caplog.text
+    assert not path.exists()
+
+
+def test_garbage_with_matching_checksum_is_not_unpickled_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A file whose checksum matches but which torch cannot read is treated as corrupted too.
+    cache = ArtifactCache(tmp_path)
+    path = cache.save("x", "k", [1, 2, 3])
+    path.write_bytes(b"garbage")
+    sidecar = path.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    record["sha256"] = hashlib.sha256(b"garbage").hexdigest()
+    sidecar.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load("x", "k") is None
+    assert "unpickled" in caplog.text and not path.exists()
+
+
+def test_save_overwrites_same_key(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    cache.save("x", "k", {"v": 1})
+    cache.save("x", "k", {"v": 2})
+    assert cache.load("x", "k") == {"v": 2}
+
+
+def test_build_failure_writes_nothing(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+
+    def boom() -> None:
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_build("x", "k", boom)
+    assert not cache.path("x", "k").exists()
+
+
+def test_bad_kind_or_key_refused(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    for kind, key in (("../x", "k"), ("x", "a/b"), ("x", ".hidden"), ("", "k")):
+        with pytest.raises(ValueError):
+            cache.path(kind, key)
+
+
+def test_content_key_stable_and_order_independent() -> None:
+    a = content_key({"method": "d4m", "ipc": 10, "opts": {"strength": 0.5, "steps": 50}})
+    b = content_key({"opts": {"steps": 50, "strength": 0.5}, "ipc": 10, "method": "d4m"})
+    assert a == b and len(a) == 20 and all(c in "0123456789abcdef" for c in a)
+    # canonical JSON: sorted keys, no spaces
+    assert content_key({"b": 1, "a": [1, 2]}) == hashlib.sha256(b'{"a":[1,2],"b":1}').hexdigest()[:20]
+    assert content_key({"ipc": 10}) != content_key({"ipc": 50})
+
+
+def test_unwritable_root_is_one_line_bench_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BenchError) as info:
+        ArtifactCache(blocker / "cache")
+    msg = str(info.value)
+    assert "\n" not in msg and "BENCH_CACHE" in msg and "--cache" in msg and str(blocker) in msg
+
+
+def test_default_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "c"))
+    assert default_cache_root() == tmp_path / "c"
+    monkeypatch.delenv("BENCH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_root() == tmp_path / "xdg" / "evlf-bench"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_root() == tmp_path / "home" / ".cache" / "evlf-bench"
+
+
+def test_concurrent_saves_and_loads_never_look_corrupted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ArtifactCache(tmp_path)
+    cache.save("x", "k", {"v": torch.zeros(100)})
+    failures: list[object] = []
+
+    def writer(value: float) -> None:
+        for _ in range(20):
+            cache.save("x", "k", {"v": torch.full((100,), value)})
+
+    def reader() -> None:
+        for _ in range(40):
+            got = cache.load("x", "k")
+            if got is None or got["v"].unique().numel() != 1:
+                failures.append(got)
+
+    threads = [threading.Thread(target=writer, args=(float(i),)) for i in range(3)]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == [] and "corrupted" not in caplog.text
