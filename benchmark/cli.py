@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.address:
         check_address(args.address)
     plan = plan_runs(req)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"[bold]bench run[/]: {len(plan.runs)} runs "
                   f"({', '.join(req.methods)} on {', '.join(req.datasets)}, IPC {','.join(map(str, req.ipcs))}, "
                   f"{', '.join(req.archs)}, {req.protocol}/{req.budget}, seeds {','.join(str(s) for s in sorted({r.seed for r in plan.runs}))})")

@@ -45,8 +45,9 @@ def plan_runs(req: GridRequest) -> Plan:
     seeds = req.seeds if req.seeds is not None else tuple(range(budget.seeds))
     if not seeds:
         raise BenchError("--seeds must give at least one seed")
-    protocol_config = json.dumps({"protocol": dataclasses.asdict(protocol) | {"budgets": None},
-                                  "budget": dataclasses.asdict(budget)}, sort_keys=True)
+    # descriptions are prose: editing one must not invalidate stored runs
+    protocol_config = json.dumps({"protocol": dataclasses.asdict(protocol) | {"budgets": None, "description": None},
+                                  "budget": dataclasses.asdict(budget) | {"description": None}}, sort_keys=True)
     runs: list[RunSpec] = []
     for dataset in req.datasets:
         data = load_dataset(dataset)

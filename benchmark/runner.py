@@ -63,7 +63,7 @@ def _init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
              "configure_logging": True}
     if address:
         check_address(address)
@@ -88,6 +88,11 @@ class _StoreCallback:
                          summary: RunSummary):
                 self.store, self.jobs, self.progress, self.summary = store, jobs, progress, summary
                 self.reported: dict[str, set[str]] = {}
+
+            def __getstate__(self) -> dict:
+                # Tune pickles callbacks into its experiment state; the store connection and
+                # the terminal display belong to this driver process and are not saved.
+                return {}
 
             def _job(self, trial) -> DistillJob:
                 return self.jobs[trial.config["job_index"]]
@@ -161,6 +166,7 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
     jobs = group_jobs(pending)
     started = _init_ray(options.address)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     import ray
     from ray import tune
 

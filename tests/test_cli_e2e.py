@@ -1,0 +1,75 @@
+"""End to end: the real `bench` CLI, real Ray, a real SQLite store, on `digits` with `smoke`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PLUGINS = Path(__file__).parent / "plugins"
+GRID = ["--datasets", "digits", "--ipc", "1,5", "--archs", "convnet3", "--seeds", "2", "--budget", "smoke"]
+
+
+def bench(*args: str, extra_env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(extra_env or {}))
+    return subprocess.run([sys.executable, "-m", "benchmark.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def results(store: Path) -> list[dict]:
+    out = bench("results", "--json", "--store", str(store))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
+    store, _ = bench_env
+    first = bench("run", "--methods", "random,herding[teacher_steps=100]", *GRID)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = results(store)
+    assert len(rows) == 8
+    assert {(r["method"], r["ipc"], r["seed"]) for r in rows} == {
+        (m, i, s) for m in ("random", "herding[teacher_steps=100]") for i in (1, 5) for s in (0, 1)}
+    assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 100 for r in rows)
+    assert all(r["protocol"] == "dc" and r["budget"] == "smoke" and r["arch"] == "convnet3" for r in rows)
+    assert all(r["versions"]["torch"] == "2.14.1" or r["versions"]["torch"].startswith("2.14.1") for r in rows)
+    assert "random" in first.stdout and "IPC 5" in first.stdout  # the closing leaderboard
+
+    second = bench("run", "--methods", "random,herding[teacher_steps=100]", *GRID)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "all 8 runs were already done" in second.stdout
+    again = results(store)
+    assert {r["run_hash"]: r["created_at"] for r in again} == {r["run_hash"]: r["created_at"] for r in rows}
+
+    out_dir = tmp_path / "boards"
+    board = bench("leaderboard", "--out", str(out_dir))
+    assert board.returncode == 0, board.stderr
+    page = (out_dir / "digits__dc-smoke.md").read_text()
+    assert "random" in page and "± " in page and "(2)" in page
+
+    export = bench("export", "--method", "random", "--dataset", "digits", "--ipc", "5", "--seed", "1",
+                   "--out", str(tmp_path / "export"))
+    assert export.returncode == 0, export.stderr
+    import torch
+
+    saved = torch.load(next((tmp_path / "export").glob("*.pt")))
+    assert saved["images"].shape == (50, 1, 8, 8) and saved["labels"].dtype == torch.long
+    assert 0 <= float(saved["images"].min()) and float(saved["images"].max()) <= 1
+    assert next((tmp_path / "export").glob("*.png")).stat().st_size > 0
+
+
+def test_a_failing_trial_does_not_stop_the_grid(bench_env):
+    store, _ = bench_env
+    env = {"BENCH_METHOD_MODULES": "bench_test_methods",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
+    out = bench("run", "--methods", "random,always-fails", "--datasets", "digits", "--ipc", "1",
+                "--seeds", "1", "--budget", "smoke", extra_env=env)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "1 runs failed" in out.stdout and "this method fails on purpose" in out.stdout
+    ok = results(store)
+    assert [(r["method"], r["status"]) for r in ok] == [("random", "ok")]
+    errors = json.loads(bench("results", "--json", "--errors", extra_env=env).stdout)
+    assert [(e["method"], e["ipc"], e["status"]) for e in errors] == [("always-fails", 1, "error")]
+    assert "RuntimeError: this method fails on purpose" in errors[0]["error"]
+    assert errors[0]["config"]["method"] == "always-fails"  # the run spec is stored with the error
