@@ -20,6 +20,7 @@ data:
 
 bench: setup
 	$(BIN)/bench run
+	$(BIN)/bench leaderboard --out leaderboards
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,42 @@
+"""Grid expansion: content hashes, one job per distilled set, `full` independent of IPC."""
+from benchmark.grid import group_jobs
+from benchmark.plan import GridRequest, plan_runs
+
+
+def _plan(**kw):
+    base = dict(methods=("random", "full"), datasets=("digits",), ipcs=(1, 5), archs=("convnet3", "convnet3-w32"),
+                protocol="dc", budget="smoke", seeds=(0, 1))
+    return plan_runs(GridRequest(**(base | kw))).runs
+
+
+def test_full_runs_once_per_arch_and_seed_whatever_the_ipcs():
+    runs = _plan()
+    full = [r for r in runs if r.method == "full"]
+    assert len(full) == 2 * 2 and all(r.ipc is None for r in full)
+    assert {r.run_hash for r in full} == {r.run_hash for r in _plan(ipcs=(10, 20)) if r.method == "full"}
+    assert len([r for r in runs if r.method == "random"]) == 2 * 2 * 2
+
+
+def test_one_job_per_distilled_set_evaluated_for_every_arch():
+    jobs = group_jobs(_plan())
+    assert len(jobs) == 2 * 2 + 2  # random: ipc x seed; full: seed
+    assert all({r.arch for r in job.runs} == {"convnet3", "convnet3-w32"} for job in jobs)
+
+
+def test_hashes_depend_on_everything_that_changes_a_result():
+    runs = _plan(methods=("random",), archs=("convnet3",))
+    assert len({r.run_hash for r in runs}) == len(runs)
+    assert {r.run_hash for r in runs} == {r.run_hash for r in _plan(methods=("random",), archs=("convnet3",))}
+    other_budget = {r.run_hash for r in _plan(methods=("random",), archs=("convnet3",), budget="quick")}
+    assert not other_budget & {r.run_hash for r in runs}
+    a = _plan(methods=("herding[teacher_steps=10]",), archs=("convnet3",))
+    b = _plan(methods=("herding[teacher_steps=20]",), archs=("convnet3",))
+    assert not {r.run_hash for r in a} & {r.run_hash for r in b}
+    assert a[0].method == "herding[teacher_steps=10]"
+
+
+def test_deterministic_methods_share_one_distilled_set_across_seeds():
+    job0, job1 = [j for j in group_jobs(_plan(methods=("random",), ipcs=(1,))) if j.ipc == 1]
+    cfg = {"method": "x"}
+    assert job0.distill_key(cfg, "fp", deterministic=True) == job1.distill_key(cfg, "fp", deterministic=True)
+    assert job0.distill_key(cfg, "fp", deterministic=False) != job1.distill_key(cfg, "fp", deterministic=False)
