@@ -28,7 +28,7 @@ def _seeds(text: str) -> tuple[int, ...]:
     text = text.strip()
     if text.isdigit():
         if int(text) <= 0:
-            raise BenchError("--seeds must be a positive number of seeds or a comma list of seeds")
+            raise BenchError("--seeds N runs seeds 0..N-1 and needs N >= 1; to list seeds use commas, e.g. --seeds 0,3")
         return tuple(range(int(text)))
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(p.isdigit() for p in parts):

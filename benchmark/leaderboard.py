@@ -5,6 +5,7 @@ from papers or other tables.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -138,6 +139,7 @@ def _notes(
         f"Seeds used: {', '.join(map(str, seeds))}; n per cell: {n_text}.",
         "Bold: the best method of each column (the reference row excluded).",
     ]
+    notes += _budget_and_provenance(rows)
     if FULL in methods:
         notes.append(
             f"'{FULL_LABEL}' is a student trained on the whole training split; it does not depend on "
@@ -166,6 +168,28 @@ def _notes(
             notes.append(
                 f"{label}: no method beats {RANDOM} ({rand:.1f}); the best is {best} ({best_mean:.1f})."
             )
+    return notes
+
+
+def _budget_and_provenance(rows: list[ResultRow]) -> list[str]:
+    """What the budget trained, which teachers were used, and which code and machine ran it."""
+    notes = []
+    budgets = {json.dumps(r.config.get("protocol_config", {}).get("budget"), sort_keys=True) for r in rows}
+    for text in sorted(budgets):
+        b = json.loads(text)
+        if b:
+            width = b.get("student_width") or "the architecture's default"
+            notes.append(f"Budget `{b['name']}`: {b['epochs']} (+1) epochs on distilled sets, student width {width}; "
+                         f"the full-data reference trains {b['full_steps']} optimiser steps.")
+    teachers = sorted({(r.method, round(r.metrics["teacher_test_acc"], 2)) for r in rows
+                       if "teacher_test_acc" in r.metrics})
+    for method, acc in teachers:
+        notes.append(f"{method} selects in the feature space of a teacher with {acc:.2f}% test accuracy.")
+    commits = sorted({r.git_commit for r in rows if r.git_commit})
+    torch_versions = sorted({r.versions.get("torch", "?") for r in rows})
+    devices = sorted({str(r.metrics.get("device", "?")) for r in rows})
+    notes.append(f"Measured by EVLF-Bench at commit {', '.join(c[:12] for c in commits) or 'unknown'}; "
+                 f"torch {', '.join(torch_versions)}; device {', '.join(devices)}.")
     return notes
 
 

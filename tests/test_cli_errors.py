@@ -20,6 +20,7 @@ from benchmark.cli import main
         (["run", "--ipc", "0"], "--ipc must be positive integers"),
         (["run", "--ipc", "ten"], "--ipc must be positive integers"),
         (["run", "--seeds", "-1"], "--seeds must be"),
+        (["run", "--seeds", "0"], "--seeds N runs seeds 0..N-1"),
         (["run", "--methods", "random", "--datasets", "digits", "--ipc", "500"], "IPC 500 is larger than the smallest class"),
         (["run", "--methods", "herding[steps=3]", "--datasets", "digits"], "has no option 'steps'"),
         (["run", "--datasets", "fashion-mnist[root=/nonexistent/fm]"], "/nonexistent/fm"),
