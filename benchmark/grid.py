@@ -63,8 +63,8 @@ class DistillJob:
                             "seed": None if deterministic else self.seed, "harness_version": HARNESS_VERSION})
 
     def label(self) -> str:
-        ipc = "full" if self.ipc is None else f"ipc {self.ipc}"
-        return f"{self.method} · {self.dataset} · {ipc} · seed {self.seed}"
+        ipc = "" if self.ipc is None else f" · ipc {self.ipc}"
+        return f"{self.method} · {self.dataset}{ipc} · seed {self.seed}"
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "dataset": self.dataset, "ipc": self.ipc, "seed": self.seed,

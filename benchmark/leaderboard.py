@@ -253,6 +253,11 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path) -> list[Path]:
         links.append(f"- [{board.title}]({name})")
     index = out_dir / "index.md"
     listing = "\n".join(links) if links else "No successful runs yet."
-    index.write_text(f"# EVLF-Bench leaderboards\n\n{listing}\n", encoding="utf-8")
+    index.write_text(
+        f"# EVLF-Bench leaderboards\n\nEvery number was measured by the harness; each page states its protocol, "
+        f"budget, seeds and commit. Regenerate these pages from a result store with `bench leaderboard`.\n\n"
+        f"{listing}\n",
+        encoding="utf-8",
+    )
     written.append(index)
     return written

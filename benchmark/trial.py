@@ -70,11 +70,13 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
         return
     data = load_dataset(job.dataset)
     for run in job.runs:
-        report({"phase": f"training {run.arch} ({run.protocol}/{run.budget})"})
+        phase = f"training {run.arch} ({run.protocol}/{run.budget})"
+        report({"phase": phase})
         try:
             protocol, budget = resolve(run.protocol, run.budget)
             result = evaluate_set(dset.images, dset.labels, data, run.arch, protocol, budget, run.seed,
-                                  device, full_data=bool(dset.meta.get("reference")))
+                                  device, full_data=bool(dset.meta.get("reference")),
+                                  on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}))
             metrics = {"distill_s": distill_s, "distill_cached": cached, "train_s": result.train_s,
                        "test_s": result.test_s, "train_steps": result.train_steps,
                        "final_loss": result.final_loss, "student_width": result.student_width,
