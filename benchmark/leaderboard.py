@@ -174,17 +174,12 @@ def _notes(
 def _budget_and_provenance(rows: list[ResultRow]) -> list[str]:
     """What the budget trained, which teachers were used, and which code and machine ran it."""
     notes = []
-    budgets = {json.dumps(r.config.get("protocol_config", {}).get("budget"), sort_keys=True) for r in rows}
-    for text in sorted(budgets):
-        b = json.loads(text)
-        if b:
-            width = b.get("student_width") or "the architecture's default"
-            notes.append(f"Budget `{b['name']}`: {b['epochs']} (+1) epochs on distilled sets, student width {width}; "
-                         f"the full-data reference trains {b['full_steps']} optimiser steps.")
+    for text in sorted({r.metrics.get("budget_description", "") for r in rows} - {""}):
+        notes.append(f"Budget `{rows[0].budget}`: {text}.")
     teachers = sorted({(r.method, round(r.metrics["teacher_test_acc"], 2)) for r in rows
-                       if "teacher_test_acc" in r.metrics})
+                       if r.metrics.get("teacher_test_acc") is not None})
     for method, acc in teachers:
-        notes.append(f"{method} selects in the feature space of a teacher with {acc:.2f}% test accuracy.")
+        notes.append(f"{method}: its rows used a teacher with {acc:.2f}% test accuracy.")
     commits = sorted({r.git_commit for r in rows if r.git_commit})
     torch_versions = sorted({r.versions.get("torch", "?") for r in rows})
     devices = sorted({str(r.metrics.get("device", "?")) for r in rows})

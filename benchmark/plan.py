@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from benchmark.datasets import load_dataset
 from benchmark.errors import BenchError
 from benchmark.grid import RunSpec
-from evaluators.archs import ARCHS
+from evaluators.archs import ARCHS, build_student
+from evaluators.evaluate import shape_of
 from evaluators.protocols import resolve
 from methods import resolve_method
 from methods.registry import MethodSpec
@@ -36,6 +37,14 @@ class Plan:
     methods: dict[str, MethodSpec] = field(default_factory=dict)
 
 
+def check_arch_fits(arch: str, data, width: int | None) -> None:
+    """Build the student once on the data set's shape; refuse sizes it cannot take."""
+    try:
+        build_student(arch, shape_of(data), width=width)
+    except ValueError as exc:
+        raise BenchError(f"student '{arch}' cannot train on {data.name} ({data.image_size}x{data.image_size}): {exc}") from None
+
+
 def plan_runs(req: GridRequest) -> Plan:
     """Resolve every name and check every size; raise `BenchError` on the first bad input."""
     protocol, budget = resolve(req.protocol, req.budget)
@@ -51,6 +60,8 @@ def plan_runs(req: GridRequest) -> Plan:
     runs: list[RunSpec] = []
     for dataset in req.datasets:
         data = load_dataset(dataset)
+        for arch in req.archs:
+            check_arch_fits(arch, data, budget.student_width)
         for label, spec in methods.items():
             ipcs: tuple[int | None, ...] = (None,) if spec.distiller.reference else req.ipcs
             for ipc in ipcs:

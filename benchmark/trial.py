@@ -3,6 +3,7 @@ for every run of its job. Every outcome, success or error, becomes a row dict th
 to the driver, which alone writes the store."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
@@ -69,6 +70,7 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
             report({"row": json.dumps(_row(run, "error", None, {}, text))})
         return
     data = load_dataset(job.dataset)
+    cache = ArtifactCache(cache_root)
     for run in job.runs:
         phase = f"training {run.arch} ({run.protocol}/{run.budget})"
         report({"phase": phase})
@@ -76,13 +78,13 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
             protocol, budget = resolve(run.protocol, run.budget)
             result = evaluate_set(dset.images, dset.labels, data, run.arch, protocol, budget, run.seed,
                                   device, full_data=bool(dset.meta.get("reference")),
-                                  on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}))
-            metrics = {"distill_s": distill_s, "distill_cached": cached, "train_s": result.train_s,
-                       "test_s": result.test_s, "train_steps": result.train_steps,
-                       "final_loss": result.final_loss, "student_width": result.student_width,
-                       "images": len(dset), "bytes": dset.nbytes, "device": str(device)}
-            if "teacher_test_acc" in dset.meta:
-                metrics["teacher_test_acc"] = dset.meta["teacher_test_acc"]
+                                  on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
+                                  cache=cache, ipc=run.ipc)
+            metrics = dataclasses.asdict(result) | {
+                "distill_s": distill_s, "distill_cached": cached, "images": len(dset), "bytes": dset.nbytes,
+                "device": str(device), "budget_description": budget.description}
+            if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
+                metrics["teacher_test_acc"] = dset.meta.get("teacher_test_acc")
             report({"row": json.dumps(_row(run, "ok", result.test_acc, metrics, None))})
         except Exception as exc:
             report({"row": json.dumps(_row(run, "error", None, {}, _error_text(exc)))})

@@ -1,4 +1,8 @@
-"""Scoring a distilled set: train a student from scratch under a protocol, test on real data."""
+"""Scoring a distilled set: train a student from scratch under a protocol, test on real data.
+
+The test split is scored only after training (twice when the protocol selects an epoch on the
+validation split: the selected weights and the last ones); it never influences training.
+"""
 from __future__ import annotations
 
 import time
@@ -7,26 +11,48 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmark.artifacts import ArtifactCache
 from benchmark.datasets.base import Dataset
+from benchmark.errors import BenchError
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import Budget, Protocol
-from evaluators.train import accuracy, normalise, train
+from evaluators.train import Validation, accuracy, normalise, train
 
 
 @dataclass(frozen=True)
 class EvalResult:
     """What one student run measured."""
 
-    test_acc: float  # percent, at the protocol's reported epoch (the last one for `dc`)
+    test_acc: float  # percent, at the protocol's reported epoch (selected on validation, or the last)
+    test_acc_last: float  # percent, after the last epoch
+    val_acc: float | None  # validation accuracy of the selected weights (selection protocols only)
+    selected_step: int | None
     train_steps: int
     train_s: float
     test_s: float
     final_loss: float
     student_width: int | None
+    teacher_test_acc: float | None  # the relabelling teacher's own test accuracy (softlabel)
 
 
 def shape_of(data: Dataset) -> StudentShape:
     return StudentShape(data.channels, data.image_size, data.num_classes)
+
+
+def check_distilled(images: torch.Tensor, labels: torch.Tensor, data: Dataset) -> None:
+    """Refuse a set the student cannot be trained on, with a message naming the problem."""
+    if images.dim() != 4 or images.shape[1:] != (data.channels, data.image_size, data.image_size):
+        raise BenchError(f"distilled images have shape {tuple(images.shape[1:])}, "
+                         f"{data.name} needs {(data.channels, data.image_size, data.image_size)}")
+    if labels.shape != (images.shape[0],) or labels.dtype != torch.long:
+        raise BenchError("distilled labels must be one int64 label per image")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= data.num_classes):
+        raise BenchError(f"distilled labels fall outside 0..{data.num_classes - 1}")
+    if not torch.isfinite(images).all():
+        raise BenchError("distilled images hold NaN or infinite values")
+    empty = sorted(set(range(data.num_classes)) - set(labels.unique().tolist()))
+    if empty:
+        raise BenchError(f"distilled set has no images for classes {empty[:5]}{'...' if len(empty) > 5 else ''}")
 
 
 def evaluate_set(
@@ -40,19 +66,40 @@ def evaluate_set(
     device: torch.device,
     full_data: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    cache: ArtifactCache | None = None,
+    ipc: int | None = None,
 ) -> EvalResult:
     """Train ``arch`` on (images in [0, 1], labels) and return its real test accuracy.
 
     ``full_data`` selects the step-sized schedule of the full-training-split reference.
     """
+    if not full_data:
+        check_distilled(images, labels, data)
+    teacher, teacher_acc = None, None
+    if protocol.labels == "teacher":
+        from evaluators.teacher import teacher_for
+
+        if cache is None:
+            raise ValueError(f"protocol '{protocol.name}' needs the artifact cache for its teacher")
+        t = teacher_for(data, arch, budget, cache, device)
+        teacher, teacher_acc = t.model.eval(), t.test_acc
     torch.manual_seed(seed)
     student = build_student(arch, shape_of(data), width=budget.student_width).to(device)
     x = normalise(images.to(device, torch.float32), data.mean, data.std)
     y = labels.to(device)
-    schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0])
-    stats = train(student, x, y, protocol, schedule, seed, on_progress)
+    schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0], ipc)
+    validation = None
+    if schedule.eval_every:
+        validation = Validation(normalise(data.val.float_images().to(device), data.mean, data.std),
+                                data.val.labels.to(device))
+    outcome = train(student, x, y, protocol, schedule, seed, on_progress, teacher=teacher, validation=validation)
     start = time.perf_counter()
     test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
-    acc = accuracy(student, test_x, data.test.labels.to(device))
-    return EvalResult(acc, stats.steps, stats.seconds, time.perf_counter() - start, stats.final_loss,
-                      budget.student_width)
+    test_y = data.test.labels.to(device)
+    last = accuracy(student, test_x, test_y)
+    selected = last
+    if outcome.selected_state is not None and outcome.selected_step != outcome.steps:
+        student.load_state_dict(outcome.selected_state)
+        selected = accuracy(student, test_x, test_y)
+    return EvalResult(selected, last, outcome.val_acc, outcome.selected_step, outcome.steps, outcome.seconds,
+                      time.perf_counter() - start, outcome.final_loss, budget.student_width, teacher_acc)

@@ -16,7 +16,7 @@ from benchmark.artifacts import ArtifactCache, content_key
 from benchmark.datasets.base import Dataset
 from evaluators.archs import build_student
 from evaluators.evaluate import shape_of
-from evaluators.protocols import DC, Schedule
+from evaluators.protocols import DC, Budget, Schedule
 from evaluators.train import accuracy, normalise, train
 
 RECIPE_VERSION = 1
@@ -25,7 +25,7 @@ RECIPE_VERSION = 1
 @dataclass(frozen=True)
 class TeacherRecipe:
     arch: str = "convnet3"
-    width: int = 32
+    width: int | None = 32  # None: the architecture's own width
     steps: int = 1500
     batch_size: int = 256
     seed: int = 0
@@ -54,7 +54,7 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
         x = normalise(data.train.float_images().to(device), data.mean, data.std)
         y = data.train.labels.to(device)
         schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1)
-        train(model, x, y, DC, schedule, recipe.seed)
+        train(model, x, y, DC, schedule, recipe.seed)  # the dc recipe: SGD, no augmentation
         test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
         acc = accuracy(model, test_x, data.test.labels.to(device))
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "test_acc": acc}
@@ -64,3 +64,10 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
     model = build_student(recipe.arch, shape_of(data), width=recipe.width)
     model.load_state_dict(state["state_dict"])
     return Teacher(model.to(device).eval(), recipe, float(state["test_acc"]), key)
+
+
+def teacher_for(data: Dataset, arch: str, budget: Budget, cache: ArtifactCache, device: torch.device) -> Teacher:
+    """The teacher a protocol budget uses for ``arch``: the same network and width as the
+    student, trained on the whole training split for the budget's full-data steps."""
+    recipe = TeacherRecipe(arch=arch, width=budget.student_width, steps=budget.full_steps)
+    return get_teacher(data, recipe, cache, device)

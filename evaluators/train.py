@@ -1,11 +1,15 @@
-"""The one student training loop every protocol shares, and batched test scoring.
+"""The one student training loop every protocol shares, and batched scoring.
 
 The training images live as one tensor on the device and are normalised once; each step
-slices a batch from a per-epoch permutation, so the loop has no data-loader overhead and no
-per-image Python work.
+slices a batch from a per-epoch permutation and augments it as one batch, so the loop has no
+data-loader overhead and no per-image Python work. Protocol differences (optimiser,
+schedule, augmentation, CutMix, teacher labels, validation selection) are read from the
+`Protocol` record, never from flags scattered through the code.
 """
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,14 +18,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from evaluators.augment import AUGMENTATIONS, cutmix
 from evaluators.protocols import Protocol, Schedule
 
 
-@dataclass(frozen=True)
-class TrainStats:
+@dataclass
+class TrainOutcome:
     steps: int
     seconds: float
     final_loss: float
+    selected_state: dict | None = None  # weights at the best validation score (selection == "val")
+    selected_step: int | None = None
+    val_acc: float | None = None  # validation accuracy of the selected weights
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The held-out split used for model selection (normalised images, labels)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
 
 
 def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -38,6 +54,27 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
         yield from perm.split(batch_size)
 
 
+def _optimizer(model: nn.Module, protocol: Protocol) -> torch.optim.Optimizer:
+    if protocol.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=protocol.lr, momentum=protocol.momentum,
+                               weight_decay=protocol.weight_decay)
+    if protocol.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
+    raise ValueError(f"protocol '{protocol.name}' names an unknown optimiser '{protocol.optimizer}'")
+
+
+def _lr_schedule(optimizer: torch.optim.Optimizer, protocol: Protocol, schedule: Schedule):
+    if protocol.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, schedule.steps))
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(schedule.milestones), schedule.gamma)
+
+
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of temperature-softened distributions, batch mean (SRe2L's form)."""
+    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.softmax(teacher_logits / temperature, 1),
+                    reduction="batchmean")
+
+
 def train(
     model: nn.Module,
     images: torch.Tensor,
@@ -46,30 +83,58 @@ def train(
     schedule: Schedule,
     seed: int,
     on_progress: Callable[[int, int], None] | None = None,
-) -> TrainStats:
-    """Train ``model`` in place on normalised ``images`` with hard ``labels``."""
-    if protocol.labels != "hard" or protocol.augmentation is not None:
-        raise NotImplementedError(f"protocol '{protocol.name}' needs features of a later release")
+    teacher: nn.Module | None = None,
+    validation: Validation | None = None,
+) -> TrainOutcome:
+    """Train ``model`` in place on normalised ``images`` under ``protocol``."""
+    if protocol.labels == "teacher" and teacher is None:
+        raise ValueError(f"protocol '{protocol.name}' relabels with a teacher, but none was given")
+    if schedule.eval_every and validation is None:
+        raise ValueError(f"protocol '{protocol.name}' selects on a validation split, but none was given")
+    augment = AUGMENTATIONS[protocol.augmentation] if protocol.augmentation else None
     device = images.device
-    model.train()
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
-    )
-    lr_schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(schedule.milestones), schedule.gamma)
+    optimizer = _optimizer(model, protocol)
+    lr_schedule = _lr_schedule(optimizer, protocol, schedule)
     generator = torch.Generator().manual_seed(seed)
-    start, loss = time.perf_counter(), torch.tensor(float("nan"))
     batches = _batches(images.shape[0], schedule.batch_size, generator)
     report_every = max(1, schedule.steps // 20)
-    for step in range(schedule.steps):
+    outcome = TrainOutcome(schedule.steps, 0.0, math.nan)
+    best_val = -1.0
+    start, loss = time.perf_counter(), torch.tensor(math.nan)
+    model.train()
+    for step in range(1, schedule.steps + 1):
         idx = next(batches).to(device)
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
+        x, y = images[idx], labels[idx]
+        if augment is not None:
+            x = augment(x, generator)
+        perm, lam = None, 1.0
+        if protocol.cutmix:
+            x, perm, lam = cutmix(x, generator)
+        out = model(x)
+        if protocol.labels == "teacher":
+            with torch.no_grad():
+                teacher_out = teacher(x)
+            loss = soft_target_loss(out, teacher_out, protocol.temperature)
+        elif perm is not None:
+            loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
+        else:
+            loss = F.cross_entropy(out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         lr_schedule.step()
-        if on_progress is not None and (step + 1) % report_every == 0:
-            on_progress(step + 1, schedule.steps)
-    return TrainStats(schedule.steps, time.perf_counter() - start, float(loss.detach()))
+        if schedule.eval_every and (step % schedule.eval_every == 0 or step == schedule.steps):
+            val = accuracy(model, validation.images, validation.labels)
+            model.train()
+            if val > best_val:  # ties keep the earlier epoch
+                best_val = val
+                outcome.selected_state = copy.deepcopy(model.state_dict())
+                outcome.selected_step, outcome.val_acc = step, val
+        if on_progress is not None and step % report_every == 0:
+            on_progress(step, schedule.steps)
+    outcome.seconds = time.perf_counter() - start
+    outcome.final_loss = float(loss.detach())
+    return outcome
 
 
 @torch.inference_mode()

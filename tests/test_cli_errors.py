@@ -60,4 +60,7 @@ def test_list_json(capsys):
     assert {"random", "herding", "full"} <= set(json.loads(capsys.readouterr().out))
     assert main(["list", "budgets", "--json"]) == 0
     budgets = json.loads(capsys.readouterr().out)
-    assert {(b["protocol"], b["budget"]) for b in budgets} == {("dc", "paper"), ("dc", "quick"), ("dc", "smoke")}
+    assert {(b["protocol"], b["budget"]) for b in budgets} == {
+        (p, b) for p in ("dc", "dsa", "idc", "softlabel") for b in ("paper", "quick", "smoke")}
+    assert main(["list", "protocols"]) == 0
+    assert capsys.readouterr().out.split() == ["dc", "dsa", "idc", "softlabel"]

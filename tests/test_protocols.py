@@ -29,3 +29,21 @@ def test_unknown_budget_and_protocol():
         resolve("dc", "quik")
     with pytest.raises(UnknownNameError, match="unknown protocol 'dcc'"):
         resolve("dcc", "quick")
+
+
+def test_idc_epochs_by_ipc_and_multistep_schedule():
+    protocol, paper = resolve("idc", "paper")
+    assert [protocol.epochs(paper, ipc) for ipc in (1, 10, 20, 50, 100)] == [2000, 2000, 1500, 1500, 1000]
+    _, quick = resolve("idc", "quick")
+    assert protocol.epochs(quick, 10) == 200
+    sched = protocol.schedule(paper, 100, ipc=10)  # 100 images, batch 64: 2 steps per epoch
+    assert sched.steps == 4000 and sched.milestones == (2666, 3332) and sched.gamma == 0.2
+    assert sched.eval_every == 400  # ten validation scorings
+
+
+def test_softlabel_and_dsa_are_data_not_flags():
+    soft, budget = resolve("softlabel", "paper")
+    assert (soft.optimizer, soft.lr_schedule, soft.labels, soft.temperature) == ("adamw", "cosine", "teacher", 20.0)
+    assert budget.epochs == 300
+    dsa, budget = resolve("dsa", "paper")
+    assert dsa.augmentation == "dsa" and budget.epochs == 1000 and dsa.selection == "last"

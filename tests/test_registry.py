@@ -37,8 +37,8 @@ def test_lazy_entries_resolve_on_first_use_and_are_type_checked():
 def test_builtin_registries_hold_the_foundation_entries():
     assert {"random", "herding", "full"} <= set(METHODS.names())
     assert {"convnet3", "convnet3-w32"} <= set(ARCHS.names())
-    assert "dc" in PROTOCOLS.names()
-    assert set(PROTOCOLS.get("dc").budgets) == {"paper", "quick", "smoke"}
+    assert PROTOCOLS.names() == ["dc", "dsa", "idc", "softlabel"]
+    assert all(set(PROTOCOLS.get(p).budgets) == {"paper", "quick", "smoke"} for p in PROTOCOLS.names())
 
 
 def test_named_spec_parsing_and_canonical_form():

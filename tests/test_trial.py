@@ -1,0 +1,52 @@
+"""The trial body without Ray: every protocol runs end to end on `digits` with `smoke`."""
+import json
+
+import pytest
+import torch
+
+from benchmark.plan import GridRequest, plan_runs
+from benchmark.grid import group_jobs
+from benchmark.trial import execute_job
+
+
+def _rows(protocol: str, methods=("random", "full"), cache=None):
+    runs = plan_runs(GridRequest(methods=methods, datasets=("digits",), ipcs=(2,), archs=("convnet3",),
+                                 protocol=protocol, budget="smoke", seeds=(0,))).runs
+    rows = []
+    for job in group_jobs(runs):
+        execute_job(job, str(cache), torch.device("cpu"),
+                    lambda m: rows.append(json.loads(m["row"])) if "row" in m else None)
+    return rows
+
+
+@pytest.mark.parametrize("protocol", ["dc", "dsa", "idc", "softlabel"])
+def test_protocol_end_to_end(protocol, tmp_path):
+    rows = _rows(protocol, cache=tmp_path)
+    assert {r["method"] for r in rows} == {"random", "full"}
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    for r in rows:
+        m = r["metrics"]
+        assert r["protocol"] == protocol and 0 <= r["test_acc"] <= 100
+        assert m["budget_description"] and m["train_steps"] > 0
+        if protocol == "idc":
+            assert m["selected_step"] is not None and m["val_acc"] is not None
+        else:
+            assert m["test_acc_last"] == r["test_acc"]
+        if protocol == "softlabel":
+            assert m["teacher_test_acc"] is not None
+
+
+def test_a_bad_distilled_set_is_an_error_row_naming_the_problem(tmp_path, monkeypatch):
+    from methods.random import RandomSubset
+
+    real = RandomSubset.distill
+
+    def nan_images(self, data, ipc, seed, ctx):
+        dset = real(self, data, ipc, seed, ctx)
+        dset.images[0, 0, 0, 0] = float("nan")
+        return dset
+
+    monkeypatch.setattr(RandomSubset, "distill", nan_images)
+    rows = _rows("dc", methods=("random",), cache=tmp_path)
+    assert [r["status"] for r in rows] == ["error"]
+    assert "NaN" in rows[0]["error"]
