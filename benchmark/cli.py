@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
+    run.add_argument("--no-references", action="store_true",
+                     help="do not add the random and full reference rows automatically")
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
     _add_paths(run)
 
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", default="exports")
     _add_paths(ex)
+
+    pt = sub.add_parser("pretrain", help="train (or load) the small diffusion backbone of a data set and report on it")
+    pt.add_argument("--dataset", default="fashion-mnist")
+    pt.add_argument("--recipe", default="small", help="backbone recipe: small (default) or smoke (seconds, for tests)")
+    pt.add_argument("--json", action="store_true")
+    pt.add_argument("--cache", help="artifact cache directory (default $BENCH_CACHE or ~/.cache/evlf-bench)")
     return parser
 
 
@@ -99,7 +107,7 @@ def _cache(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from benchmark.leaderboard import build_leaderboards, render_rich
+    from benchmark.leaderboard import build_leaderboards, render_rich, render_rich_details
     from benchmark.plan import DEFAULT_GRID, GridRequest, plan_runs
     from benchmark.runner import RunnerOptions, check_address, run_grid
 
@@ -113,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         protocol=args.protocol or d.protocol,
         budget=args.budget or d.budget,
         seeds=_seeds(args.seeds) if args.seeds else None,
+        references=not args.no_references,
     )
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise BenchError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
@@ -137,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = [r for r in store.rows() if r.run_hash in wanted]
         for board in build_leaderboards(rows):
             console.print(render_rich(board))
+            console.print(render_rich_details(board))
     if summary.failed:
         console.print(f"[red]{len(summary.failed)} runs failed[/] (details: bench results --errors):")
         for line in summary.failed:
@@ -168,10 +178,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from benchmark.relative import enriched_json
+
     store = _store(args)
     rows = store.errors() if args.errors else store.rows()
     if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=1))
+        print(json.dumps(enriched_json(rows), indent=1))
         return 0
     from tabulate import tabulate
 
@@ -212,8 +224,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from benchmark.pretrain_cli import run_pretrain
+
+    return run_pretrain(args.dataset, args.recipe, _cache(args), args.json)
+
+
 COMMANDS = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-            "export": cmd_export}
+            "export": cmd_export, "pretrain": cmd_pretrain}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
+from benchmark.relative import relative_scores
 from benchmark.stats import CellStats, summarize, welch_t_test
 from benchmark.store import ResultRow
 
@@ -41,6 +42,9 @@ class Leaderboard:
     notes: list[str]
     # (row index, column index) of the best non-reference cell of each column.
     bold: set[tuple[int, int]] = field(default_factory=set)
+    # second table: one row per (method, IPC, arch) with relative scores and image quality
+    detail_columns: list[str] = field(default_factory=list)
+    details: list[list[str]] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -112,7 +116,43 @@ def _build_board(dataset: str, protocol: str, budget: str, rows: list[ResultRow]
     return Leaderboard(
         dataset=dataset, protocol=protocol, budget=budget,
         columns=[_column_label(c, several) for c in columns], rows=table, notes=notes, bold=bold,
+        detail_columns=DETAIL_COLUMNS, details=_details(rows, methods),
     )
+
+
+DETAIL_COLUMNS = ["method", "IPC", "student", "95% CI", "gain over random", "gap to full",
+                  "recognizability", "FD (teacher)", "diversity", "coverage"]
+
+
+def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return EMPTY
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _details(rows: list[ResultRow], methods: list[str]) -> list[list[str]]:
+    """Per (method, IPC, arch): the CI of the mean, relative scores and mean image-quality metrics."""
+    rel = relative_scores(rows)
+    groups: dict[tuple[str, int | None, str], list[ResultRow]] = defaultdict(list)
+    for r in rows:
+        groups[(r.method, r.ipc, r.arch)].append(r)
+    order = {m: i for i, m in enumerate(methods)}
+    out = []
+    for (method, ipc, arch), members in sorted(groups.items(),
+                                               key=lambda kv: (order[kv[0][0]], kv[0][1] or 0, kv[0][2])):
+        s = summarize([float(r.test_acc) for r in members])  # type: ignore[arg-type]
+        ci = EMPTY if not math.isfinite(s.ci95) else f"{s.mean - s.ci95:.1f} to {s.mean + s.ci95:.1f}"
+        first = rel.get(members[0].run_hash, {})
+
+        def mean_of(key: str) -> float | None:
+            vals = [r.metrics[key] for r in members if r.metrics.get(key) is not None]
+            return sum(vals) / len(vals) if vals else None
+
+        out.append([FULL_LABEL if method == FULL else method, "all" if ipc is None else str(ipc), arch, ci,
+                    _fmt(first.get("gain_over_random"), signed=True), _fmt(first.get("gap_to_full")),
+                    _fmt(mean_of("recognizability")), _fmt(mean_of("fd_teacher"), 2),
+                    _fmt(mean_of("diversity"), 3), _fmt(mean_of("coverage"))])
+    return out
 
 
 def _evlf_mark(evlf: list[float], base: list[float]) -> str:
@@ -209,7 +249,32 @@ def render_markdown(board: Leaderboard) -> str:
         body.append([_md_escape(label), *map(_md_escape, shown)])
     table = tabulate(body, headers=["method", *board.columns], tablefmt="github", disable_numparse=True)
     notes = "\n".join(f"- {n}" for n in board.notes)
-    return f"## {board.title}\n\n{notes}\n\n{table}\n"
+    text = f"## {board.title}\n\n{notes}\n\n{table}\n"
+    if board.details:
+        details = tabulate([[_md_escape(c) for c in row] for row in board.details], headers=board.detail_columns,
+                           tablefmt="github", disable_numparse=True)
+        text += f"\n### Relative scores and image quality\n\n{DETAILS_NOTE}\n\n{details}\n"
+    return text
+
+
+DETAILS_NOTE = (
+    "Gain over random and gap to full: percentage points between cell means of this protocol and budget. "
+    "Image quality in the feature space of the data set's quality teacher (ConvNet-3, its test accuracy in "
+    "the rows): recognizability = teacher accuracy (%) on the distilled images; FD = Frechet distance to the "
+    "real test features (lower is closer; compare at equal IPC); diversity = mean within-class cosine "
+    "distance; coverage = % of real test images whose nearest distilled image has their class."
+)
+
+
+def render_rich_details(board: Leaderboard) -> Table:
+    """The second table (relative scores and image quality) for the terminal."""
+    table = Table(title=Text(f"{board.title}: relative scores and image quality"), caption=Text(DETAILS_NOTE),
+                  caption_justify="left")
+    for i, col in enumerate(board.detail_columns):
+        table.add_column(Text(col), justify="left" if i < 3 else "right", no_wrap=i == 0)
+    for row in board.details:
+        table.add_row(*(Text(c) for c in row))
+    return table
 
 
 def render_rich(board: Leaderboard) -> Table:

@@ -26,9 +26,11 @@ class GridRequest:
     protocol: str = "dc"
     budget: str = "quick"
     seeds: tuple[int, ...] | None = None
+    references: bool = True  # add the `random` and `full` reference rows the relative scores need
 
 
 DEFAULT_GRID = GridRequest()
+REFERENCES = ("random", "full")
 
 
 @dataclass
@@ -50,7 +52,10 @@ def plan_runs(req: GridRequest) -> Plan:
     protocol, budget = resolve(req.protocol, req.budget)
     for arch in req.archs:
         ARCHS.get(arch)
-    methods = {m.label: m for m in (resolve_method(text) for text in req.methods)}
+    wanted = list(req.methods)
+    if req.references:
+        wanted += [ref for ref in REFERENCES if ref not in wanted]
+    methods = {m.label: m for m in (resolve_method(text) for text in wanted)}
     seeds = req.seeds if req.seeds is not None else tuple(range(budget.seeds))
     if not seeds:
         raise BenchError("--seeds must give at least one seed")

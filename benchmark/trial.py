@@ -17,6 +17,8 @@ from benchmark.datasets import load_dataset
 from benchmark.grid import DistillJob, RunSpec
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
+from evaluators.quality import measure
+from evaluators.teacher import quality_teacher
 from methods import resolve_method
 from methods.base import DistillContext, DistilledSet
 
@@ -60,6 +62,12 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     return dset, elapsed, False
 
 
+def _quality(dset: DistilledSet, data, run: RunSpec, cache: ArtifactCache, device: torch.device) -> dict:
+    _, budget = resolve(run.protocol, run.budget)
+    teacher = quality_teacher(data, budget, cache, device)
+    return measure(dset.images, dset.labels, data, teacher, device).to_dict()
+
+
 def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
     """Run a whole job; each finished run is reported as ``{"row": json}``."""
     try:
@@ -71,6 +79,13 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
         return
     data = load_dataset(job.dataset)
     cache = ArtifactCache(cache_root)
+    quality: dict = {}
+    if not dset.meta.get("reference") and job.runs:
+        report({"phase": "image-quality metrics"})
+        try:
+            quality = _quality(dset, data, job.runs[0], cache, device)
+        except Exception as exc:  # metrics are extra information: a failure must not lose the rows
+            quality = {"quality_error": f"{type(exc).__name__}: {exc}"}
     for run in job.runs:
         phase = f"training {run.arch} ({run.protocol}/{run.budget})"
         report({"phase": phase})
@@ -82,7 +97,7 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
                                   cache=cache, ipc=run.ipc)
             metrics = dataclasses.asdict(result) | {
                 "distill_s": distill_s, "distill_cached": cached, "images": len(dset), "bytes": dset.nbytes,
-                "device": str(device), "budget_description": budget.description}
+                "device": str(device), "budget_description": budget.description, **quality}
             if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
                 metrics["teacher_test_acc"] = dset.meta.get("teacher_test_acc")
             report({"row": json.dumps(_row(run, "ok", result.test_acc, metrics, None))})

@@ -71,3 +71,9 @@ def teacher_for(data: Dataset, arch: str, budget: Budget, cache: ArtifactCache, 
     student, trained on the whole training split for the budget's full-data steps."""
     recipe = TeacherRecipe(arch=arch, width=budget.student_width, steps=budget.full_steps)
     return get_teacher(data, recipe, cache, device)
+
+
+def quality_teacher(data: Dataset, budget: Budget, cache: ArtifactCache, device: torch.device) -> Teacher:
+    """The judge of image-quality metrics: ConvNet-3 width 32, at most 1,500 steps, so every
+    budget above `smoke` shares one teacher per data set (the one herding uses by default)."""
+    return get_teacher(data, TeacherRecipe(steps=min(TeacherRecipe.steps, budget.full_steps)), cache, device)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PLUGINS = Path(__file__).parent / "plugins"
 GRID = ["--datasets", "digits", "--ipc", "1,5", "--archs", "convnet3", "--seeds", "2", "--budget", "smoke"]
 
@@ -28,9 +30,20 @@ def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
     first = bench("run", "--methods", "random,herding[teacher_steps=100]", *GRID)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = results(store)
-    assert len(rows) == 8
+    assert len(rows) == 10  # the full reference is added automatically, once per seed
     assert {(r["method"], r["ipc"], r["seed"]) for r in rows} == {
-        (m, i, s) for m in ("random", "herding[teacher_steps=100]") for i in (1, 5) for s in (0, 1)}
+        (m, i, s) for m in ("random", "herding[teacher_steps=100]") for i in (1, 5) for s in (0, 1)} | {
+        ("full", None, 0), ("full", None, 1)}
+    by_cell = {}
+    for r in rows:
+        by_cell.setdefault((r["method"], r["ipc"]), []).append(r["test_acc"])
+    mean = {k: sum(v) / len(v) for k, v in by_cell.items()}
+    herding = next(r for r in rows if r["method"].startswith("herding") and r["ipc"] == 5)
+    assert herding["gain_over_random"] == pytest.approx(mean[(herding["method"], 5)] - mean[("random", 5)], abs=1e-3)
+    assert herding["gap_to_full"] == pytest.approx(mean[("full", None)] - mean[(herding["method"], 5)], abs=1e-3)
+    assert all(r[k] is not None for r in rows if r["method"] != "full"
+               for k in ("recognizability", "fd_teacher", "coverage"))
+    assert all((r["diversity"] is None) == (r["ipc"] == 1) for r in rows if r["method"] != "full")
     assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 100 for r in rows)
     assert all(r["protocol"] == "dc" and r["budget"] == "smoke" and r["arch"] == "convnet3" for r in rows)
     assert all(r["versions"]["torch"] == "2.14.1" or r["versions"]["torch"].startswith("2.14.1") for r in rows)
@@ -38,7 +51,7 @@ def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
 
     second = bench("run", "--methods", "random,herding[teacher_steps=100]", *GRID)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "all 8 runs were already done" in second.stdout
+    assert "all 10 runs were already done" in second.stdout
     again = results(store)
     assert {r["run_hash"]: r["created_at"] for r in again} == {r["run_hash"]: r["created_at"] for r in rows}
 
@@ -68,7 +81,7 @@ def test_a_failing_trial_does_not_stop_the_grid(bench_env):
     assert out.returncode == 1, out.stderr[-3000:]
     assert "1 runs failed" in out.stdout and "this method fails on purpose" in out.stdout
     ok = results(store)
-    assert [(r["method"], r["status"]) for r in ok] == [("random", "ok")]
+    assert sorted((r["method"], r["status"]) for r in ok) == [("full", "ok"), ("random", "ok")]
     errors = json.loads(bench("results", "--json", "--errors", extra_env=env).stdout)
     assert [(e["method"], e["ipc"], e["status"]) for e in errors] == [("always-fails", 1, "error")]
     assert "RuntimeError: this method fails on purpose" in errors[0]["error"]

@@ -5,7 +5,7 @@ from benchmark.plan import GridRequest, plan_runs
 
 def _plan(**kw):
     base = dict(methods=("random", "full"), datasets=("digits",), ipcs=(1, 5), archs=("convnet3", "convnet3-w32"),
-                protocol="dc", budget="smoke", seeds=(0, 1))
+                protocol="dc", budget="smoke", seeds=(0, 1), references=False)
     return plan_runs(GridRequest(**(base | kw))).runs
 
 
@@ -40,3 +40,9 @@ def test_deterministic_methods_share_one_distilled_set_across_seeds():
     cfg = {"method": "x"}
     assert job0.distill_key(cfg, "fp", deterministic=True) == job1.distill_key(cfg, "fp", deterministic=True)
     assert job0.distill_key(cfg, "fp", deterministic=False) != job1.distill_key(cfg, "fp", deterministic=False)
+
+
+def test_reference_rows_are_added_when_a_grid_needs_them():
+    runs = _plan(methods=("herding[teacher_steps=5]",), references=True)
+    assert {r.method for r in runs} == {"herding[teacher_steps=5]", "random", "full"}
+    assert {r.method for r in _plan(methods=("herding[teacher_steps=5]",))} == {"herding[teacher_steps=5]"}

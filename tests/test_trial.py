@@ -34,6 +34,11 @@ def test_protocol_end_to_end(protocol, tmp_path):
             assert m["test_acc_last"] == r["test_acc"]
         if protocol == "softlabel":
             assert m["teacher_test_acc"] is not None
+        if r["method"] == "random":
+            assert 0 <= m["recognizability"] <= 100 and 0 <= m["coverage"] <= 100
+            assert m["fd_teacher"] >= 0 and m["diversity"] is not None and m["quality_teacher_acc"] > 0
+        else:
+            assert "recognizability" not in m  # no image metrics for the whole training split
 
 
 def test_a_bad_distilled_set_is_an_error_row_naming_the_problem(tmp_path, monkeypatch):

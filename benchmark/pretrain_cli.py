@@ -1,0 +1,96 @@
+"""`bench pretrain`: train (or load from the cache) the small diffusion backbone of a data set,
+then print its report and write a PNG grid of samples per denoiser beside it."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from benchmark.artifacts import ArtifactCache
+from benchmark.datasets import load_dataset
+
+
+class PhaseProgress:
+    """One rich bar per training or sampling phase, created when the phase first reports."""
+
+    def __init__(self, console: Console):
+        self._progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=console, transient=False)
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> PhaseProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self._tasks:
+            self._tasks[phase] = self._progress.add_task(phase, total=total)
+        self._progress.update(self._tasks[phase], completed=done, total=total)
+
+
+def _table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"small backbone of {report['dataset']} ({report['backbone']}, key {report['backbone_key']})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} %"
+
+    rows = [
+        ("parameters: VAE / class DiT / text UNet", f"{report['params_vae']:,} / {report['params_class_denoiser']:,}"
+                                                    f" / {report['params_text_denoiser']:,}"),
+        ("text encoder parameters (frozen MiniLM)", f"{report['params_text_encoder']:,}"),
+        ("latents (C x H x W) at resolution", f"{'x'.join(map(str, report['latent_shape']))} at {report['resolution']}"),
+        ("training time", f"{report['train_seconds']:.0f} s "
+                          + "(" + ", ".join(f"{k} {v:.0f} s" for k, v in report['train_seconds_by_part'].items()) + ")"),
+        ("reconstruction MSE (test, [0,1] pixels)", f"{report['recon_mse']:.5f}"),
+        ("teacher accuracy: real test images", pct(report["teacher_acc_real"])),
+        ("teacher accuracy: reconstructions", pct(report["teacher_acc_recon"])),
+        (f"teacher accuracy: class DiT samples (guidance {report['class_guidance']})",
+         pct(report["sample_acc_class_denoiser"])),
+        (f"teacher accuracy: text UNet samples (guidance {report['text_guidance']})",
+         pct(report["sample_acc_text_denoiser"])),
+        ("samples", f"{report['samples_per_class']} per class, {report['sampler']} {report['sampling_steps']} steps"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+def run_pretrain(dataset: str, recipe: str, cache: ArtifactCache, as_json: bool) -> int:
+    """Train or load the backbone, build or load its report, write the files, print."""
+    from methods.diffusion.backbone import get_backbone
+    from methods.diffusion.report import get_report, report_dir, write_report_files
+    from methods.diffusion.small import RECIPES, validate
+
+    started = time.perf_counter()
+    data = load_dataset(dataset)
+    chosen = RECIPES.get(recipe)
+    validate(data, chosen)  # bad input fails before anything loads
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    stderr = Console(stderr=True)
+    with PhaseProgress(stderr) as progress:
+        backbone = get_backbone(data, "small", cache=cache, device=device, progress=progress, recipe=recipe)
+        record, report_cached = get_report(backbone, data, chosen.report, cache, device, progress)
+    paths = write_report_files(report_dir(cache, backbone), record)
+    out = dict(record["report"])
+    out.update(cached=bool(backbone.info.get("cached")) and report_cached, recipe=recipe,
+               seconds=round(time.perf_counter() - started, 1), files={k: str(v) for k, v in paths.items()})
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return 0
+    console = Console(soft_wrap=True)
+    console.print(_table(out))
+    state = "loaded from the cache" if out["cached"] else "trained and cached"
+    console.print(f"{state} in {out['seconds']:.1f} s (cache: {cache.root})")
+    for label, path in paths.items():
+        console.print(f"{label}: {path}")
+    return 0

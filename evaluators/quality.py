@@ -1,0 +1,91 @@
+"""Image-quality metrics of a distilled set, measured in a teacher's feature space (no student).
+
+- ``recognizability``: the teacher's top-1 accuracy (%) on the distilled images with their labels.
+- ``fd_teacher``: Frechet distance between Gaussians fitted to the teacher's penultimate features
+  of the distilled images and of the real test images, ``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^1/2)``.
+  Inception weights cannot be had offline and a domain teacher judges small grayscale data
+  better; with fewer images than feature dimensions the estimate is biased upwards, so only
+  compare it at equal IPC.
+- ``diversity``: mean pairwise cosine distance (1 - cos) between teacher features of images of
+  the same class, averaged over classes; None at IPC 1.
+- ``coverage``: the fraction of real test images whose nearest distilled image (cosine
+  similarity of teacher features) has the test image's class.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import linalg
+from torch.nn import functional as F
+
+from benchmark.datasets.base import Dataset
+from evaluators.train import embed, normalise
+from evaluators.teacher import Teacher
+
+
+@dataclass(frozen=True)
+class Quality:
+    recognizability: float
+    fd_teacher: float
+    diversity: float | None
+    coverage: float
+    quality_teacher_acc: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _covariance(x: np.ndarray) -> np.ndarray:
+    if x.shape[0] < 2:
+        return np.zeros((x.shape[1], x.shape[1]))
+    return np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussian fits of two feature sets (rows are samples)."""
+    a64, b64 = a.double().numpy(), b.double().numpy()
+    mu1, mu2 = a64.mean(0), b64.mean(0)
+    c1, c2 = _covariance(a64), _covariance(b64)
+    root = linalg.sqrtm(c1 @ c2)
+    if np.iscomplexobj(root):
+        root = root.real  # numerical noise from near-singular covariances
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * root))
+
+
+def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float | None:
+    scores = []
+    for c in labels.unique():
+        f = F.normalize(features[labels == c], dim=1)
+        n = f.shape[0]
+        if n < 2:
+            continue
+        cos = f @ f.T
+        scores.append(float((1 - cos)[~torch.eye(n, dtype=torch.bool)].mean()))
+    return float(np.mean(scores)) if scores else None
+
+
+def coverage(distilled: torch.Tensor, labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor) -> float:
+    sims = F.normalize(real, dim=1) @ F.normalize(distilled, dim=1).T
+    nearest = labels[sims.argmax(1)]
+    return 100.0 * float((nearest == real_labels).float().mean())
+
+
+def measure(images: torch.Tensor, labels: torch.Tensor, data: Dataset, teacher: Teacher,
+            device: torch.device) -> Quality:
+    """All four metrics for one distilled set (images in [0, 1])."""
+    model = teacher.model
+    x = normalise(images.to(device, torch.float32), data.mean, data.std)
+    feats = embed(model, x).cpu()
+    with torch.inference_mode():
+        preds = torch.cat([model(chunk).argmax(1) for chunk in x.split(2000)]).cpu()
+    test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
+    test_feats = embed(model, test_x).cpu()
+    return Quality(
+        recognizability=100.0 * float((preds == labels.cpu()).float().mean()),
+        fd_teacher=frechet_distance(feats, test_feats),
+        diversity=within_class_diversity(feats, labels.cpu()),
+        coverage=coverage(feats, labels.cpu(), test_feats, data.test.labels),
+        quality_teacher_acc=teacher.test_acc,
+    )
