@@ -11,7 +11,7 @@ from benchmark.trial import execute_job
 
 def _rows(protocol: str, methods=("random", "full"), cache=None):
     runs = plan_runs(GridRequest(methods=methods, datasets=("digits",), ipcs=(2,), archs=("convnet3",),
-                                 protocol=protocol, budget="smoke", seeds=(0,))).runs
+                                 protocol=protocol, budget="smoke", seeds=(0,), references=False)).runs
     rows = []
     for job in group_jobs(runs):
         execute_job(job, str(cache), torch.device("cpu"),
