@@ -76,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default="leaderboards", help="output directory (default leaderboards/)")
     _add_paths(lb)
 
+    ev = sub.add_parser("eval", help="score a distilled set made elsewhere (.pt file or image folders)")
+    ev.add_argument("--data", required=True, help="a .pt file (images, labels) or a folder of class folders")
+    ev.add_argument("--dataset", default="fashion-mnist")
+    ev.add_argument("--name", help="row name (default: the file or folder name)")
+    ev.add_argument("--protocol", default="dc")
+    ev.add_argument("--budget", default="quick")
+    ev.add_argument("--archs", default="convnet3")
+    ev.add_argument("--seeds", help="number of seeds or a comma list (default: the budget's)")
+    ev.add_argument("--no-references", action="store_true")
+    ev.add_argument("--address")
+    ev.add_argument("--cpus-per-trial", type=float, default=1.0)
+    ev.add_argument("--gpus-per-trial", type=float, default=None)
+    ev.add_argument("--fresh", action="store_true")
+    ev.add_argument("--no-leaderboard", action="store_true")
+    _add_paths(ev)
+
     ex = sub.add_parser("export", help="write a distilled set as .pt and a PNG grid")
     ex.add_argument("--method", required=True)
     ex.add_argument("--dataset", default="fashion-mnist")
@@ -105,11 +121,7 @@ def _cache(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from benchmark.leaderboard import build_leaderboards, render_rich, render_rich_details
-    from benchmark.plan import DEFAULT_GRID, GridRequest, plan_runs
-    from benchmark.runner import RunnerOptions, check_address, run_grid
+    from benchmark.plan import DEFAULT_GRID, GridRequest
 
     d = DEFAULT_GRID
     req = GridRequest(
@@ -123,12 +135,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=_seeds(args.seeds) if args.seeds else None,
         references=not args.no_references,
     )
+    return _execute(req, args)
+
+
+def _execute(req, args: argparse.Namespace, before_run=None) -> int:
+    """Plan ``req``, run it and print the summary and leaderboard (shared by run and eval)."""
+    from rich.console import Console
+
+    from benchmark.leaderboard import build_leaderboards, render_rich, render_rich_details
+    from benchmark.plan import plan_runs
+    from benchmark.runner import RunnerOptions, check_address, run_grid
+
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise BenchError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
     store, cache = _store(args), _cache(args)
     if args.address:
         check_address(args.address)
     plan = plan_runs(req)
+    if before_run is not None:
+        before_run(plan, cache)
     console = Console(soft_wrap=True)
     console.print(f"[bold]bench run[/]: {len(plan.runs)} runs "
                   f"({', '.join(req.methods)} on {', '.join(req.datasets)}, IPC {','.join(map(str, req.ipcs))}, "
@@ -153,6 +178,37 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"  {line}")
         return EXIT_RUNS_FAILED
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Check an external set, put it in the cache under its content key, and score it."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from benchmark.datasets import load_dataset
+    from benchmark.external_sets import content_hash, load_external
+    from benchmark.grid import group_jobs
+    from benchmark.plan import GridRequest
+
+    data = load_dataset(args.dataset)
+    dset, ipc = load_external(args.data, data)
+    name = args.name or _Path(args.data).expanduser().resolve().name.split(".")[0]
+    if not name or any(ch in name for ch in "[],="):
+        raise BenchError(f"--name '{name}' must be non-empty and free of '[', ']', ',' and '='")
+    spec = f"external[name={name},sha256={content_hash(dset)}]"
+    req = GridRequest(methods=(spec,), datasets=(args.dataset,), ipcs=(ipc,),
+                      archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()),
+                      protocol=args.protocol, budget=args.budget,
+                      seeds=_seeds(args.seeds) if args.seeds else None, references=not args.no_references)
+
+    def place_in_cache(plan, cache) -> None:
+        for job in group_jobs(plan.runs):
+            if job.method.startswith("external:"):
+                key = job.distill_key(_json.loads(job.runs[0].method_config), data.fingerprint(), True)
+                dset.meta.update({"source": str(args.data), "method": job.method})
+                cache.save("distilled", key, dset.to_state(), meta={"source": str(args.data)})
+
+    return _execute(req, args, before_run=place_in_cache)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -230,7 +286,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return run_pretrain(args.dataset, args.recipe, _cache(args), args.json)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
             "export": cmd_export, "pretrain": cmd_pretrain}
 
 

@@ -45,7 +45,9 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     start = time.perf_counter()
     if distiller.reference:
         return distiller.distill(data, job.ipc or 0, job.seed, ctx), 0.0, False
-    key = job.distill_key(distiller.config(), data.fingerprint(), distiller.deterministic)
+    # the plan's recorded config is the identity of the set (an external set's hash lives only there)
+    config = json.loads(job.runs[0].method_config) if job.runs else distiller.config()
+    key = job.distill_key(config, data.fingerprint(), distiller.deterministic)
     state = cache.load("distilled", key)
     if state is not None:
         return DistilledSet.from_state(state), float(state["meta"].get("distill_s", 0.0)), True

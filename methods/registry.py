@@ -37,12 +37,16 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
+        if self.spec.name == "external":  # rows name external sets by their name, not their hash
+            return f"external:{self.spec.options.get('name', '')}"
         return self.spec.canonical()
 
 
 def resolve_method(text: str) -> MethodSpec:
     """Parse and validate a method spec; errors are one line and name the valid choices."""
     spec = parse_named(text)
+    if spec.name.startswith("external:"):
+        spec = NamedSpec("external", {"name": spec.name.split(":", 1)[1], **spec.options})
     base, plus, plugin = spec.name.partition("+")
     if plus:
         raise BenchError(f"unknown plug-in '{plugin}' in '{spec.name}' (no plug-ins are registered yet)")

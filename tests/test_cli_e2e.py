@@ -86,3 +86,32 @@ def test_a_failing_trial_does_not_stop_the_grid(bench_env):
     assert [(e["method"], e["ipc"], e["status"]) for e in errors] == [("always-fails", 1, "error")]
     assert "RuntimeError: this method fails on purpose" in errors[0]["error"]
     assert errors[0]["config"]["method"] == "always-fails"  # the run spec is stored with the error
+
+
+def test_export_then_eval_reproduces_the_original_accuracy(bench_env, tmp_path):
+    store, _ = bench_env
+    grid = ["--datasets", "digits", "--ipc", "5", "--seeds", "1", "--budget", "smoke", "--no-references"]
+    assert bench("run", "--methods", "random", *grid).returncode == 0
+    original = [r for r in results(store) if r["method"] == "random"][0]
+    out = tmp_path / "export"
+    assert bench("export", "--method", "random", "--dataset", "digits", "--ipc", "5", "--seed", "0",
+                 "--out", str(out)).returncode == 0
+    pt = next(out.glob("*.pt"))
+    scored = bench("eval", "--data", str(pt), "--dataset", "digits", "--budget", "smoke", "--seeds", "1",
+                   "--name", "released", "--no-references")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    external = [r for r in results(store) if r["method"] == "external:released"]
+    assert len(external) == 1 and external[0]["ipc"] == 5
+    assert external[0]["test_acc"] == original["test_acc"]
+
+
+def test_eval_refuses_a_broken_set(bench_env, tmp_path):
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.full((20,), 12)}, bad)
+    out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke")
+    assert out.returncode == 2 and "labels fall outside 0..9" in out.stderr and "Traceback" not in out.stderr
+    torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.arange(20) % 5}, bad)
+    out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke")
+    assert out.returncode == 2 and "no images for classes [5, 6, 7, 8, 9]" in out.stderr

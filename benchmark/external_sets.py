@@ -1,0 +1,87 @@
+"""Reading a distilled set made elsewhere: a `.pt` file (``images`` N x C x H x W in [0, 1],
+``labels`` int64, optional ``soft_labels``; what `bench export` writes) or an ImageFolder tree
+of PNG/JPEG files (one folder per class, named by class index or class name)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmark.datasets.base import Dataset
+from benchmark.errors import BenchError
+from evaluators.evaluate import check_distilled
+from methods.base import DistilledSet
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def _from_pt(path: Path) -> DistilledSet:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BenchError(f"{path}: not a readable tensor file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "images" not in state or "labels" not in state:
+        raise BenchError(f"{path}: expected a dict with 'images' and 'labels' tensors")
+    images, labels = state["images"], state["labels"]
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise BenchError(f"{path}: 'images' and 'labels' must be tensors")
+    if images.dim() != 4:
+        raise BenchError(f"{path}: images must be N x C x H x W, got shape {tuple(images.shape)}")
+    if labels.dtype.is_floating_point:
+        raise BenchError(f"{path}: labels must be integer class indices")
+    soft = state.get("soft_labels")
+    return DistilledSet(images.float(), labels.long().flatten(), soft if isinstance(soft, torch.Tensor) else None)
+
+
+def _class_index(folder: str, data: Dataset) -> int:
+    if folder.isdigit() and int(folder) < data.num_classes:
+        return int(folder)
+    lowered = [c.lower() for c in data.class_names]
+    if folder.lower() in lowered:
+        return lowered.index(folder.lower())
+    raise BenchError(f"image folder '{folder}' is neither a class index below {data.num_classes} "
+                     f"nor a class name of {data.name}")
+
+
+def _from_folder(root: Path, data: Dataset) -> DistilledSet:
+    images, labels = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = _class_index(folder.name, data)
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
+            mode = "L" if data.channels == 1 else "RGB"
+            with Image.open(file) as img:
+                arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            if arr.shape[:2] != (data.image_size, data.image_size):
+                raise BenchError(f"{file}: {arr.shape[1]}x{arr.shape[0]} pixels, {data.name} needs "
+                                 f"{data.image_size}x{data.image_size}")
+            images.append(torch.from_numpy(arr).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise BenchError(f"{root}: no class folders with PNG or JPEG images")
+    return DistilledSet(torch.stack(images), torch.tensor(labels, dtype=torch.long))
+
+
+def load_external(path: str | Path, data: Dataset) -> tuple[DistilledSet, int]:
+    """Read and check a set; returns it and its IPC (images per class, equal for all classes)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BenchError(f"{path} does not exist")
+    dset = _from_folder(path, data) if path.is_dir() else _from_pt(path)
+    if dset.images.min() < 0 or dset.images.max() > 1:
+        raise BenchError(f"{path}: image values must lie in [0, 1] (got {float(dset.images.min()):.3g} to "
+                         f"{float(dset.images.max()):.3g})")
+    check_distilled(dset.images, dset.labels, data)
+    counts = torch.bincount(dset.labels, minlength=data.num_classes).tolist()
+    if len(set(counts)) != 1:
+        raise BenchError(f"{path}: classes hold different numbers of images ({counts}); IPC must be equal")
+    return dset, counts[0]
+
+
+def content_hash(dset: DistilledSet) -> str:
+    h = hashlib.sha256()
+    for t in (dset.images.float().contiguous(), dset.labels.long().contiguous()):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
