@@ -7,6 +7,7 @@ between protocols live here as data; `evaluators.train` is the one loop that run
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -121,19 +122,15 @@ DC = register_protocol(Protocol(
     },
 ))
 
-DSA = register_protocol(Protocol(
+# dsa is dc with one augmentation op per batch and a longer paper budget
+DSA = register_protocol(dataclasses.replace(
+    DC,
     name="dsa",
     description="dc with differentiable Siamese augmentation (one op per batch), 1000 epochs",
-    **_SGD, batch_size=256, lr_schedule="step", lr_gamma=0.1, decay_at=(0.5,), extra_epoch=True,
-    augmentation="dsa", cutmix=False, labels="hard", temperature=1.0, selection="last",
-    budgets={
-        "paper": Budget("paper", epochs=1000, full_steps=4300, seeds=5,
-                        description="as published: 1000 (+1) epochs, ConvNet width 128; full data 4,300 steps"),
-        "quick": Budget("quick", epochs=300, full_steps=1500, seeds=3, student_width=32,
-                        description="2-core CPU: 300 (+1) epochs, student width 32; full data 1,500 steps"),
-        "smoke": Budget("smoke", epochs=50, full_steps=50, seeds=2, student_width=16,
-                        description="seconds, for tests: 50 (+1) epochs, width 16; full data 50 steps"),
-    },
+    augmentation="dsa",
+    budgets={**DC.budgets, "paper": Budget(
+        "paper", epochs=1000, full_steps=4300, seeds=5,
+        description="as published: 1000 (+1) epochs, ConvNet width 128; full data 4,300 steps")},
 ))
 
 IDC = register_protocol(Protocol(
