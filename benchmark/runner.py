@@ -20,6 +20,8 @@ from benchmark.grid import DistillJob, RunSpec, group_jobs
 from benchmark.progress import GridProgress
 from benchmark.provenance import git_commit, versions
 from benchmark.store import ResultRow, ResultStore
+from evaluators.protocols import resolve
+from evaluators.teacher import quality_teacher, teacher_for
 from methods import resolve_method
 from methods.base import DistillContext
 
@@ -138,19 +140,28 @@ class _StoreCallback:
 
 
 def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgress) -> None:
-    """Build what several trials share (teachers, fine-tuned models) once, in the driver."""
-    seen: set[tuple[str, str]] = set()
+    """Build what several trials share (teachers, fine-tuned models) once, in the driver, so
+    concurrent trials do not each train the same thing."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ctx = DistillContext(cache, device, lambda msg: progress.status("prepare", "prepare", msg))
+    seen: set[tuple] = set()
     for job in jobs:
-        if (job.method, job.dataset) in seen:
-            continue
-        seen.add((job.method, job.dataset))
+        data = load_dataset(job.dataset)
         distiller = resolve_method(job.method).distiller
-        if distiller.reference:
-            continue
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        ctx = DistillContext(cache, device, lambda msg: progress.status("prepare", "prepare", msg))
-        distiller.prepare(load_dataset(job.dataset), ctx)
-        progress.trial_done("prepare")
+        if (job.method, job.dataset) not in seen and not distiller.reference:
+            seen.add((job.method, job.dataset))
+            distiller.prepare(data, ctx)
+        for run in job.runs:
+            protocol, budget = resolve(run.protocol, run.budget)
+            if (job.dataset, run.budget) not in seen and not distiller.reference:
+                seen.add((job.dataset, run.budget))
+                ctx.report(f"training the quality teacher for {job.dataset}")
+                quality_teacher(data, budget, cache, device)
+            if protocol.labels == "teacher" and (job.dataset, run.arch, run.budget) not in seen:
+                seen.add((job.dataset, run.arch, run.budget))
+                ctx.report(f"training the {run.arch} teacher for {job.dataset}")
+                teacher_for(data, run.arch, budget, cache, device)
+    progress.trial_done("prepare")
 
 
 def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) -> RunSummary:

@@ -72,15 +72,15 @@ def _quality(dset: DistilledSet, data, run: RunSpec, cache: ArtifactCache, devic
 
 def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
     """Run a whole job; each finished run is reported as ``{"row": json}``."""
+    cache = ArtifactCache(cache_root)
     try:
-        dset, distill_s, cached = distill_job(job, ArtifactCache(cache_root), device, report)
+        dset, distill_s, cached = distill_job(job, cache, device, report)
     except Exception as exc:  # a failing method must not stop the grid: record it per run
         text = _error_text(exc)
         for run in job.runs:
             report({"row": json.dumps(_row(run, "error", None, {}, text))})
         return
     data = load_dataset(job.dataset)
-    cache = ArtifactCache(cache_root)
     quality: dict = {}
     if not dset.meta.get("reference") and job.runs:
         report({"phase": "image-quality metrics"})
