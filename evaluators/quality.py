@@ -79,7 +79,7 @@ def measure(images: torch.Tensor, labels: torch.Tensor, data: Dataset, teacher: 
     x = normalise(images.to(device, torch.float32), data.mean, data.std)
     feats = embed(model, x).cpu()
     with torch.inference_mode():
-        preds = torch.cat([model(chunk).argmax(1) for chunk in x.split(2000)]).cpu()
+        preds = torch.cat([model(chunk).argmax(1) for chunk in x.split(256)]).cpu()
     test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
     test_feats = embed(model, test_x).cpu()
     return Quality(
