@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -36,30 +37,34 @@ class PhaseProgress:
         self._progress.update(self._tasks[phase], completed=done, total=total)
 
 
+_PARTS = {"vae": "VAE", "encode": "encode", "class_denoiser": "class DiT", "text_denoiser": "text UNet"}
+
+
 def _table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"small backbone of {report['dataset']} ({report['backbone']}, key {report['backbone_key']})")
+    # Names such as small[recipe=smoke] or imagefolder:DIR[size=8] would read as rich markup.
+    table = Table(title=escape(f"{report['backbone']} backbone of {report['dataset']} (key {report['backbone_key']})"))
     table.add_column("what")
     table.add_column("value", justify="right")
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f} %"
 
+    parts = ", ".join(f"{_PARTS.get(k, k)} {v:.0f}" for k, v in report["train_seconds_by_part"].items())
     rows = [
-        ("parameters: VAE / class DiT / text UNet", f"{report['params_vae']:,} / {report['params_class_denoiser']:,}"
-                                                    f" / {report['params_text_denoiser']:,}"),
-        ("text encoder parameters (frozen MiniLM)", f"{report['params_text_encoder']:,}"),
-        ("latents (C x H x W) at resolution", f"{'x'.join(map(str, report['latent_shape']))} at {report['resolution']}"),
-        ("training time", f"{report['train_seconds']:.0f} s "
-                          + "(" + ", ".join(f"{k} {v:.0f} s" for k, v in report['train_seconds_by_part'].items()) + ")"),
-        ("reconstruction MSE (test, [0,1] pixels)", f"{report['recon_mse']:.5f}"),
-        ("teacher accuracy: real test images", pct(report["teacher_acc_real"])),
-        ("teacher accuracy: reconstructions", pct(report["teacher_acc_recon"])),
-        (f"teacher accuracy: class DiT samples (guidance {report['class_guidance']})",
-         pct(report["sample_acc_class_denoiser"])),
-        (f"teacher accuracy: text UNet samples (guidance {report['text_guidance']})",
-         pct(report["sample_acc_text_denoiser"])),
-        ("samples", f"{report['samples_per_class']} per class, {report['sampler']} {report['sampling_steps']} steps"),
+        ("params VAE / class DiT / text UNet", f"{report['params_vae']:,} / {report['params_class_denoiser']:,}"
+                                               f" / {report['params_text_denoiser']:,}"),
+        ("params text encoder (frozen)", f"{report['params_text_encoder']:,}"),
+        ("latents at resolution", f"{'x'.join(map(str, report['latent_shape']))} at {report['resolution']} px"),
+        ("training time", f"{report['train_seconds']:.0f} s ({parts})"),
+        ("reconstruction MSE (test)", f"{report['recon_mse']:.5f}"),
+        ("teacher acc: real test images", pct(report["teacher_acc_real"])),
+        ("teacher acc: reconstructions", pct(report["teacher_acc_recon"])),
     ]
+    for sampler, accs in report["sample_acc_by_sampler"].items():
+        steps = f"{sampler.upper()} {report['sampling_steps']}"
+        rows.append((f"teacher acc: class DiT samples, {steps}, g {report['class_guidance']}", pct(accs["class"])))
+        rows.append((f"teacher acc: text UNet samples, {steps}, g {report['text_guidance']}", pct(accs["text"])))
+    rows.append(("samples per class (grids: first sampler)", str(report["samples_per_class"])))
     for what, value in rows:
         table.add_row(what, value)
     return table
@@ -90,7 +95,7 @@ def run_pretrain(dataset: str, recipe: str, cache: ArtifactCache, as_json: bool)
     console = Console(soft_wrap=True)
     console.print(_table(out))
     state = "loaded from the cache" if out["cached"] else "trained and cached"
-    console.print(f"{state} in {out['seconds']:.1f} s (cache: {cache.root})")
+    console.print(escape(f"{state} in {out['seconds']:.1f} s (cache: {cache.root})"))
     for label, path in paths.items():
-        console.print(f"{label}: {path}")
+        console.print(escape(f"{label}: {path}"))
     return 0

@@ -1,0 +1,125 @@
+"""The shared diffusion context: the one hook that turns real images into latents
+(`encode_real`), its inverse (`decode`), and the conditioning inputs of both denoisers.
+
+Every diffusion method reaches real-image latents only through ``encode_real``, so a plug-in
+(EVLF) changes what all of them see by overriding that one method, in a subclass or on an
+instance, and nothing else.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from benchmark.errors import BenchError
+from methods.diffusion.backbone import Backbone
+
+
+class DiffusionContext:
+    """A backbone bound to one data set's image format (channels, native size, prompts)."""
+
+    def __init__(self, backbone: Backbone, *, channels: int, image_size: int, prompts: Sequence[str] = (),
+                 class_ids: Sequence[int] | None = None, batch_size: int = 256):
+        vae_channels = backbone.image_channels
+        if channels != vae_channels and not (channels == 1 and vae_channels == 3):
+            raise BenchError(f"backbone '{backbone.name}' takes {vae_channels}-channel images, "
+                             f"not {channels}-channel ones (grey images may feed an RGB VAE, nothing else)")
+        self.backbone = backbone
+        self.channels = channels
+        self.image_size = image_size
+        self.prompts = tuple(prompts)
+        # Data set class index -> the class denoiser's label (identity for the small family).
+        self.class_ids = None if class_ids is None else torch.as_tensor(list(class_ids), dtype=torch.long)
+        self.batch_size = batch_size
+
+    @classmethod
+    def for_dataset(cls, backbone: Backbone, data, **kwargs) -> DiffusionContext:
+        """The context for a `Dataset` (its channels, image size and class prompts)."""
+        return cls(backbone, channels=data.channels, image_size=data.image_size, prompts=data.prompts, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    @property
+    def latent_scale(self) -> float:
+        return self.backbone.latent_scale
+
+    def _pads(self) -> tuple[int, int] | None:
+        """(before, after) padding per side when images are padded into the VAE's frame."""
+        res, size = self.backbone.resolution, self.image_size
+        if self.backbone.fit != "pad-or-resize" or size > res:
+            return None
+        return (res - size) // 2, res - size - (res - size) // 2
+
+    def to_vae_input(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images at native size -> the VAE's [-1, 1] input at its resolution and channels."""
+        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[-1] != self.image_size:
+            raise ValueError(f"expected N x {self.channels} x {self.image_size} x {self.image_size} images, "
+                             f"got {tuple(images.shape)}")
+        x = images.to(self.device, torch.float32) * 2 - 1
+        if x.shape[1] != self.backbone.image_channels:
+            x = x.expand(-1, self.backbone.image_channels, -1, -1)  # grey to RGB
+        pads = self._pads()
+        if pads is not None:
+            # Pad with the value of black (-1), the background of the data sets that need padding.
+            x = F.pad(x, (pads[0], pads[1], pads[0], pads[1]), value=-1.0)
+        elif x.shape[-1] != self.backbone.resolution:
+            x = F.interpolate(x, size=self.backbone.resolution, mode="bilinear", align_corners=False,
+                              antialias=True)
+        return x
+
+    def from_vae_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The VAE's [-1, 1] output -> [0, 1] images at native size and channels."""
+        pads = self._pads()
+        if pads is not None:
+            end = x.shape[-1] - pads[1]
+            x = x[..., pads[0]:end, pads[0]:end]
+        elif x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
+        if x.shape[1] != self.channels:
+            x = x.mean(dim=1, keepdim=True)  # RGB back to grey
+        return ((x + 1) / 2).clamp_(0, 1)
+
+    @torch.no_grad()
+    def encode_real(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled latents ``s * E(x).mean`` of real images (N x C x H x W in [0, 1], native size).
+
+        ``labels`` is unused here; plug-ins that fuse the class prompt into the latent read it.
+        """
+        vae, scale = self.backbone.vae, self.latent_scale
+        shift = float(vae.config.get("shift_factor") or 0.0)
+        out = []
+        for chunk in images.split(self.batch_size):
+            mean = vae.encode(self.to_vae_input(chunk)).latent_dist.mean
+            out.append((mean - shift) * scale)
+        return torch.cat(out) if out else images.new_zeros((0, *self.backbone.latent_shape))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] at the data set's native size and channels from scaled latents."""
+        vae, scale = self.backbone.vae, self.latent_scale
+        shift = float(vae.config.get("shift_factor") or 0.0)
+        out = [self.from_vae_output(vae.decode(z.to(self.device) / scale + shift).sample)
+               for z in latents.split(self.batch_size)]
+        if not out:
+            return latents.new_zeros((0, self.channels, self.image_size, self.image_size))
+        return torch.cat(out)
+
+    def class_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Data set labels -> the class denoiser's labels."""
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if self.class_ids is not None:
+            labels = self.class_ids[labels]
+        return labels.to(self.device)
+
+    def class_prompts(self, labels: torch.Tensor) -> list[str]:
+        if not self.prompts:
+            raise ValueError("this context has no class prompts")
+        return [self.prompts[int(y)] for y in labels]
+
+    def text_embeds(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The text encoder's token embeddings of ``prompts`` (N x L x D) on the device."""
+        self.backbone.denoiser("text")  # a clear error if this backbone cannot condition on text
+        return self.backbone.text_encoder.encode(list(prompts)).to(self.device)

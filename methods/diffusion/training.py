@@ -1,0 +1,152 @@
+"""Training loops of the small backbone family: the VAE on pixels, then any denoiser on the
+VAE's latents with the epsilon-prediction loss, an exponential moving average of its weights
+and condition dropout for classifier-free guidance.
+
+Like the student loop, the data live as one tensor on the device and batches are index
+slices from a seeded generator, so a run is a pure function of its recipe and data.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+from torch.nn import functional as F
+
+from methods.diffusion.backbone import ProgressFn
+
+# (noisy latents, timesteps, batch indices, drop mask) -> predicted noise
+DenoiserStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Optim:
+    """Optimiser settings shared by the three loops."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 50
+    final_lr_fraction: float = 0.1  # cosine decay from lr to lr * this
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    seconds: float
+    final_loss: float
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point weights.
+
+    The decay ramps up as (1 + n) / (10 + n) so that short runs are not dominated by the
+    random initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        # One fused call over all tensors: a Python loop per parameter costs more than the maths.
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - d)
+        for s, b in zip(self.shadow.buffers(), model.buffers()):
+            s.copy_(b)
+
+
+def _optimizer(model: nn.Module, optim: Optim) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=0.0)
+
+    def factor(step: int) -> float:
+        if step < optim.warmup:
+            return (step + 1) / optim.warmup
+        progress = (step - optim.warmup) / max(1, optim.steps - optim.warmup)
+        return optim.final_lr_fraction + (1 - optim.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _indices(n: int, batch_size: int, generator: torch.Generator):
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
+
+
+def _report_every(steps: int) -> int:
+    return max(1, steps // 100)
+
+
+def train_vae(vae: nn.Module, images: torch.Tensor, optim: Optim, kl_weight: float, seed: int,
+              progress: ProgressFn, phase: str = "VAE") -> TrainResult:
+    """Train an AutoencoderKL in place on ``images`` (N x C x R x R in [-1, 1], on the device).
+
+    Loss: pixel MSE of the reconstruction from a posterior sample, plus ``kl_weight`` times the
+    KL divergence to N(0, I), which keeps the latent scale bounded.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    opt, schedule = _optimizer(vae, optim)
+    vae.train()
+    batches = _indices(images.shape[0], optim.batch_size, generator)
+    start, loss = time.perf_counter(), torch.tensor(float("nan"))
+    every = _report_every(optim.steps)
+    for step in range(optim.steps):
+        x = images[next(batches).to(images.device)]
+        posterior = vae.encode(x).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device)
+        recon = vae.decode(posterior.mean + posterior.std * noise).sample
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = F.mse_loss(recon, x) + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if (step + 1) % every == 0 or step + 1 == optim.steps:
+            progress(phase, step + 1, optim.steps)
+    vae.eval()
+    return TrainResult(optim.steps, time.perf_counter() - start, float(loss.detach()))
+
+
+def train_denoiser(model: nn.Module, latents: torch.Tensor, noise_scheduler: DDPMScheduler, forward: DenoiserStep,
+                   optim: Optim, drop_prob: float, ema_decay: float, seed: int, progress: ProgressFn,
+                   phase: str) -> tuple[nn.Module, TrainResult]:
+    """Train a denoiser to predict the noise added to ``latents``; returns its EMA copy.
+
+    ``forward`` runs the model on a batch and knows how to condition it; the drop mask marks
+    the samples whose condition it must replace by the null condition (classifier-free
+    guidance training).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    opt, schedule = _optimizer(model, optim)
+    ema = EMA(model, ema_decay)
+    model.train()
+    device = latents.device
+    num_t = noise_scheduler.config.num_train_timesteps
+    batches = _indices(latents.shape[0], optim.batch_size, generator)
+    start, loss = time.perf_counter(), torch.tensor(float("nan"))
+    every = _report_every(optim.steps)
+    for step in range(optim.steps):
+        idx = next(batches)
+        z0 = latents[idx.to(device)]
+        noise = torch.randn(z0.shape, generator=generator).to(device)
+        t = torch.randint(0, num_t, (z0.shape[0],), generator=generator).to(device)
+        drop = (torch.rand(z0.shape[0], generator=generator) < drop_prob).to(device)
+        pred = forward(noise_scheduler.add_noise(z0, noise, t), t, idx, drop)
+        loss = F.mse_loss(pred[:, : noise.shape[1]], noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        ema.update(model)
+        if (step + 1) % every == 0 or step + 1 == optim.steps:
+            progress(phase, step + 1, optim.steps)
+    model.eval()
+    return ema.shadow, TrainResult(optim.steps, time.perf_counter() - start, float(loss.detach()))
