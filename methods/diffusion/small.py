@@ -49,8 +49,8 @@ class DiTRecipe:
 @dataclass(frozen=True)
 class UNetRecipe:
     block_out_channels: tuple[int, ...] = (32, 64)
-    # Attention (self and cross) at the coarser level only: 16 tokens instead of 64, cheaper,
-    # and it sampled better here (94.6% against 92.0% teacher accuracy with it at 8x8).
+    # Attention (self and cross) at the coarser level only: 16 tokens instead of 64, cheaper
+    # per step and no worse (DDIM teacher accuracy 89-95% over two seeds, 92% with it at 8x8).
     down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D")
     layers_per_block: int = 1
     attention_head_dim: int = 8  # diffusers reads this as the number of heads
@@ -61,7 +61,7 @@ class UNetRecipe:
     text_dropout: float = 0.1
     ema_decay: float = 0.999
     # Many small steps at a high rate beat fewer large ones here: 2,000 x 64 at 2e-3 reached
-    # 92% teacher accuracy where 1,000 x 128 at 1e-3 reached 70% (Fashion-MNIST, guidance 4).
+    # 92% teacher accuracy where 1,000 x 128 at 1e-3 reached 70% (Fashion-MNIST, DDIM 50, g 4).
     optim: Optim = Optim(steps=1600, batch_size=64, lr=2e-3)
 
 
