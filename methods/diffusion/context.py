@@ -7,7 +7,8 @@ instance, and nothing else.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -82,19 +83,39 @@ class DiffusionContext:
             x = x.mean(dim=1, keepdim=True)  # RGB back to grey
         return ((x + 1) / 2).clamp_(0, 1)
 
-    @torch.no_grad()
-    def encode_real(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Scaled latents ``s * E(x).mean`` of real images (N x C x H x W in [0, 1], native size).
+    # Names what ``encode_real`` returns; it enters the cache key of anything trained on hook
+    # latents (a fine-tuned denoiser), so a plug-in's latents never reuse a plain model.
+    hook_id: str = "vae-mean"
 
-        ``labels`` is unused here; plug-ins that fuse the class prompt into the latent read it.
-        """
-        vae, scale = self.backbone.vae, self.latent_scale
+    @torch.no_grad()
+    def vae_latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unscaled VAE latents of real images (N x C x H x W in [0, 1], native size): the
+        posterior mean, or a posterior sample when ``generator`` is given (minus any shift)."""
+        vae = self.backbone.vae
         shift = float(vae.config.get("shift_factor") or 0.0)
         out = []
         for chunk in images.split(self.batch_size):
-            mean = vae.encode(self.to_vae_input(chunk)).latent_dist.mean
-            out.append((mean - shift) * scale)
+            posterior = vae.encode(self.to_vae_input(chunk)).latent_dist
+            z = posterior.mean
+            if generator is not None:
+                z = z + posterior.std * torch.randn(z.shape, generator=generator).to(z.device)
+            out.append(z - shift)
         return torch.cat(out) if out else images.new_zeros((0, *self.backbone.latent_shape))
+
+    def encode_real(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The hook: scaled latents ``s * E(x).mean`` of real images (N x C x H x W in [0, 1]).
+
+        ``labels`` is unused here; plug-ins that fuse the class prompt into the latent read it.
+        """
+        return self.vae_latents(images) * self.latent_scale
+
+    def replace_hook(self, encode: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                     hook_id: str) -> DiffusionContext:
+        """A copy of this context whose ``encode_real`` is ``encode`` (how plug-ins wrap it)."""
+        twin = copy.copy(self)
+        twin.encode_real = encode  # type: ignore[method-assign]  # the instance attribute shadows the method
+        twin.hook_id = f"{self.hook_id}+{hook_id}"
+        return twin
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
