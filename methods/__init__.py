@@ -7,7 +7,7 @@ variable reaches Ray workers too, so such methods run in trials like built-in on
 import importlib
 import os
 
-from methods import external, full, herding, random  # noqa: F401  (registration side effects)
+from methods import d4m, dit, external, full, herding, mgd3, minimax, random  # noqa: F401  (registration side effects)
 from methods.registry import METHODS, register_method, resolve_method
 
 for _module in filter(None, (m.strip() for m in os.environ.get("BENCH_METHOD_MODULES", "").split(","))):

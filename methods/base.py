@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from benchmark.artifacts import ArtifactCache
 from benchmark.datasets.base import Dataset
 from benchmark.errors import BenchError
+
+if TYPE_CHECKING:
+    from methods.plugins import Plugin
 
 
 @dataclass
@@ -76,19 +79,24 @@ class Distiller(ABC):
     selects_real: ClassVar[bool] = False  # picks real images: IPC is bounded by class sizes
     reference: ClassVar[bool] = False  # independent of IPC (the `full` row)
     needs_encoder: ClassVar[bool] = False  # has an `encode_real` hook a plug-in may replace
+    needs_denoiser: ClassVar[str | None] = None  # "class" or "text": the denoiser it samples with
     deterministic: ClassVar[bool] = False  # the seed does not change the set (only the student)
 
-    def __init__(self, options: Any | None = None):
+    def __init__(self, options: Any | None = None, plugins: Sequence[Plugin] = ()):
         self.options = options if options is not None else self.Options()
+        self.plugins: tuple[Plugin, ...] = tuple(plugins)
 
     @classmethod
-    def with_options(cls, raw: dict[str, str]) -> Distiller:
+    def with_options(cls, raw: dict[str, str], plugins: Sequence[Plugin] = ()) -> Distiller:
         """Build from command-line option strings, converting each to its declared type."""
-        return cls(parse_options(cls.name, cls.Options, raw))
+        return cls(parse_options(cls.name, cls.Options, raw), plugins)
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the distilled set besides data, IPC and seed."""
-        return {"method": self.name, "options": dataclasses.asdict(self.options)}
+        config = {"method": self.name, "options": dataclasses.asdict(self.options)}
+        if self.plugins:
+            config["plugins"] = [plugin.config() for plugin in self.plugins]
+        return config
 
     def validate(self, data: Dataset, ipc: int) -> None:
         """Refuse impossible requests before any work starts."""
@@ -108,7 +116,16 @@ class Distiller(ABC):
         """Return exactly ``ipc`` images per class (all of them for a reference method)."""
 
 
-def _convert(method: str, name: str, kind: Any, text: str) -> Any:
+def _base_type(kind: Any) -> Any:
+    """``"float | None"`` (a postponed annotation) -> ``"float"``; types pass through."""
+    if isinstance(kind, str):
+        parts = [p.strip() for p in kind.split("|") if p.strip() != "None"]
+        return parts[0] if len(parts) == 1 else kind
+    return kind
+
+
+def _convert(method: str, name: str, kind: Any, text: str, owner: str = "method") -> Any:
+    kind = _base_type(kind)
     try:
         if kind in (bool, "bool"):
             lowered = text.lower()
@@ -124,15 +141,26 @@ def _convert(method: str, name: str, kind: Any, text: str) -> Any:
         return text
     except ValueError:
         type_name = getattr(kind, "__name__", str(kind))
-        raise BenchError(f"option '{name}' of method '{method}' must be {type_name}, got '{text}'") from None
+        raise BenchError(f"option '{name}' of {owner} '{method}' must be {type_name}, got '{text}'") from None
 
 
-def parse_options(method: str, options_type: type, raw: dict[str, str]) -> Any:
-    """Turn ``{"strength": "0.5"}`` into the method's options dataclass, refusing unknown names."""
+def option_names(options_type: type) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(options_type))
+
+
+def parse_options(method: str, options_type: type, raw: dict[str, str], kind: str = "method") -> Any:
+    """Turn ``{"strength": "0.5"}`` into an options dataclass, refusing unknown names and bad values.
+
+    A dataclass may check its values in ``__post_init__`` by raising ValueError; that becomes
+    a one-line BenchError too.
+    """
     fields = {f.name: f for f in dataclasses.fields(options_type)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         valid = ", ".join(sorted(fields)) or "none"
-        raise BenchError(f"method '{method}' has no option '{unknown[0]}' (its options: {valid})")
-    values = {k: _convert(method, k, fields[k].type, v) for k, v in raw.items()}
-    return options_type(**values)
+        raise BenchError(f"{kind} '{method}' has no option '{unknown[0]}' (its options: {valid})")
+    values = {k: _convert(method, k, fields[k].type, v, kind) for k, v in raw.items()}
+    try:
+        return options_type(**values)
+    except ValueError as exc:
+        raise BenchError(f"{kind} '{method}': {exc}") from None

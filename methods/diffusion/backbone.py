@@ -161,6 +161,7 @@ class BackboneEntry:
     family: str
     loader: str
     description: str
+    denoisers: tuple[str, ...] = DENOISER_KINDS  # which kinds it provides, known without loading it
 
     def load(self) -> Callable[..., Backbone]:
         module, _, attr = self.loader.partition(":")
@@ -170,13 +171,14 @@ class BackboneEntry:
 BACKBONES: Registry[BackboneEntry] = Registry("backbone", check=lambda e: isinstance(e, BackboneEntry))
 BACKBONES.add("small", BackboneEntry(
     "small", "methods.diffusion.small:load_small_backbone",
-    "trained by the harness on the data set (AutoencoderKL, class DiT, MiniLM-conditioned UNet); cached"))
+    "trained by the harness on the data set (AutoencoderKL, class DiT, MiniLM-conditioned UNet); cached",
+    ("class", "text")))
 BACKBONES.add("sd15", BackboneEntry(
     "pretrained", "methods.diffusion.pretrained:load_sd15",
-    "Stable Diffusion v1.5 (text UNet, CLIP); local diffusers directory or cached hub id"))
+    "Stable Diffusion v1.5 (text UNet, CLIP); local diffusers directory or cached hub id", ("text",)))
 BACKBONES.add("dit-xl-2-256", BackboneEntry(
     "pretrained", "methods.diffusion.pretrained:load_dit_xl_2_256",
-    "DiT-XL/2 256 (class DiT) with the sd-vae-ft-mse VAE; local directories or cached hub ids"))
+    "DiT-XL/2 256 (class DiT) with the sd-vae-ft-mse VAE; local directories or cached hub ids", ("class",)))
 
 
 def get_backbone(data: Any, name: str = "small", *, cache: Any = None, device: torch.device | None = None,

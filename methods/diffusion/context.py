@@ -8,6 +8,7 @@ instance, and nothing else.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -115,6 +116,12 @@ class DiffusionContext:
         twin = copy.copy(self)
         twin.encode_real = encode  # type: ignore[method-assign]  # the instance attribute shadows the method
         twin.hook_id = f"{self.hook_id}+{hook_id}"
+        return twin
+
+    def with_denoiser(self, kind: str, model: torch.nn.Module) -> DiffusionContext:
+        """A copy of this context (hook included) whose backbone samples with another denoiser."""
+        twin = copy.copy(self)
+        twin.backbone = dataclasses.replace(self.backbone, **{f"{kind}_denoiser": model})
         return twin
 
     @torch.no_grad()

@@ -1,0 +1,187 @@
+"""`DiffusionDistiller`: what every generative method shares.
+
+It owns the backbone choice (``backbone``, ``recipe``), the hyper-parameters that depend on
+the backbone's scale (paper-scale presets for pretrained backbones, small-backbone presets
+for the harness's own; an option left unset takes its preset, and the resolved values are
+what the run's config records), the diffusion context with its plug-ins applied, and the
+checks that refuse a request before any work starts. A method implements :meth:`generate`
+(latents and labels) and, when it trains something shared, :meth:`prepare_context`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from benchmark.datasets.base import Dataset
+from benchmark.errors import BenchError
+from methods.base import DistillContext, DistilledSet, Distiller
+from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, require_denoiser
+from methods.diffusion.context import DiffusionContext
+from methods.diffusion.samplers import SamplerConfig
+
+
+@dataclass(frozen=True)
+class DiffusionOptions:
+    """Options every diffusion method has; ``None`` means the preset for the backbone's family."""
+
+    backbone: str = "small"
+    recipe: str = "small"  # the small family's training recipe (ignored by pretrained backbones)
+    sampler: str | None = None  # ddpm | ddim
+    steps: int | None = None
+    guidance: float | None = None
+
+
+_LOADED: dict[tuple, Backbone] = {}  # one backbone per process: trials and `prepare` reuse it
+
+
+def _reporter(ctx: DistillContext):
+    def progress(phase: str, done: int, total: int) -> None:
+        ctx.report(f"{phase} {done}/{total}")
+
+    return progress
+
+
+class DiffusionDistiller(Distiller):
+    """A method that generates its set with a diffusion backbone."""
+
+    needs_encoder = True
+    Options = DiffusionOptions
+    uses_kmeans: ClassVar[bool] = False  # k = IPC clusters per class of real latents
+    # backbone family ("small" | "pretrained") -> values for options left unset
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @property
+    def family(self) -> str:
+        return BACKBONES.get(self.options.backbone).family
+
+    @property
+    def settings(self) -> Any:
+        """The options with every unset value taken from the preset of the backbone's family."""
+        preset = self.presets.get(self.family, {})
+        values = {f.name: preset.get(f.name) for f in dataclasses.fields(self.options)
+                  if getattr(self.options, f.name) is None}
+        missing = sorted(k for k, v in values.items() if v is None)
+        if missing:
+            raise BenchError(f"method '{self.name}' has no {self.family}-backbone default for "
+                             f"{', '.join(missing)}; set it in the spec, e.g. {self.name}[{missing[0]}=...]")
+        return dataclasses.replace(self.options, **values)
+
+    def sampler_config(self) -> SamplerConfig:
+        s = self.settings
+        return SamplerConfig(kind=s.sampler, steps=s.steps, guidance=s.guidance)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "options": dataclasses.asdict(self.settings), "preset": self.family}
+
+    def validate(self, data: Dataset, ipc: int) -> None:
+        entry = BACKBONES.get(self.options.backbone)
+        if self.needs_denoiser not in entry.denoisers:
+            raise BenchError(f"method '{self.name}' needs a {self.needs_denoiser}-conditional denoiser, which "
+                             f"backbone '{self.options.backbone}' lacks (it has: {', '.join(entry.denoisers)})")
+        if entry.family == "small":
+            from methods.diffusion.small import RECIPES
+
+            RECIPES.get(self.options.recipe)
+        self.sampler_config()  # refuses a bad sampler, step count or guidance
+        if self.uses_kmeans:
+            smallest = min(data.train.class_counts(data.num_classes))
+            if ipc > smallest:
+                raise BenchError(f"IPC {ipc} is larger than the smallest class of {data.name} ({smallest} training "
+                                 f"images): '{self.name}' clusters each class's real latents into IPC groups")
+
+    def backbone(self, data: Dataset, ctx: DistillContext) -> Backbone:
+        options = {"recipe": self.options.recipe} if self.family == "small" else {}
+        memo = (self.options.backbone, tuple(options.items()), data.fingerprint(), str(ctx.device))
+        if memo not in _LOADED:
+            _LOADED.clear()
+            _LOADED[memo] = get_backbone(data, self.options.backbone, cache=ctx.cache, device=ctx.device,
+                                         progress=_reporter(ctx), **options)
+        return _LOADED[memo]
+
+    def context(self, data: Dataset, ctx: DistillContext, prepare: bool = False) -> DiffusionContext:
+        """The diffusion context of this data set, with every plug-in's hook applied in order."""
+        backbone = self.backbone(data, ctx)
+        require_denoiser(self, backbone)
+        dctx = DiffusionContext.for_dataset(backbone, data)
+        for plugin in self.plugins:
+            if prepare:
+                plugin.prepare(dctx, data, ctx)
+            dctx = plugin.wrap(dctx, data, ctx)
+        return dctx
+
+    def prepare(self, data: Dataset, ctx: DistillContext) -> None:
+        ctx.report(f"loading or training the '{self.options.backbone}' backbone for {data.name}")
+        self.prepare_context(self.context(data, ctx, prepare=True), data, ctx)
+
+    def prepare_context(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> None:
+        """Train what every IPC and seed share (a fine-tuned denoiser), cached."""
+
+    def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
+        dctx = self.context(data, ctx)
+        generator = torch.Generator().manual_seed(seed)
+        latents, labels, meta = self.generate(dctx, data, ipc, generator, ctx)
+        ctx.report("decoding")
+        images = dctx.decode(latents).cpu()
+        return DistilledSet(images, labels.cpu(), meta={
+            "seed": seed, "backbone": dctx.backbone.name, "backbone_key": dctx.backbone.key, "hook": dctx.hook_id,
+            "settings": dataclasses.asdict(self.settings), **meta})
+
+    @abstractmethod
+    def generate(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
+                 ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(latents, data set labels, extra meta) for exactly ``ipc`` images per class."""
+
+
+def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
+    """0, 0, ..., 1, 1, ...: ``ipc`` of each class, in class order."""
+    return torch.arange(num_classes).repeat_interleave(ipc)
+
+
+@dataclass(frozen=True)
+class Finetuning:
+    """What a class-sampling method fine-tunes its denoiser with (see `methods.diffusion.finetune`)."""
+
+    config: Any  # FinetuneConfig
+    loss_config: dict[str, Any]  # names the extra loss; enters the cache key
+    make_loss: Any  # () -> ExtraLoss | None
+
+
+class ClassSampling(DiffusionDistiller):
+    """Sample IPC latents per class from the class denoiser, optionally fine-tuned first on the
+    hook's latents (once, cached, shared by every IPC and seed). `dit` and `minimax` are this
+    with different fine-tuning."""
+
+    needs_denoiser = "class"
+
+    def finetuning(self, data: Dataset) -> Finetuning | None:
+        """The fine-tuning to run before sampling, or None to sample from the denoiser as is."""
+        return None
+
+    def _denoised_context(self, dctx: DiffusionContext, data: Dataset,
+                          ctx: DistillContext) -> tuple[DiffusionContext, dict[str, Any]]:
+        spec = self.finetuning(data)
+        if spec is None:
+            return dctx, {}
+        from methods.diffusion.finetune import get_finetuned
+        from methods.diffusion.latents import train_latents
+
+        latents, labels = train_latents(dctx, data, ctx.cache)
+        model, log = get_finetuned(dctx, data, spec.config, spec.loss_config, spec.make_loss, latents, labels,
+                                   ctx.cache, progress=_reporter(ctx))
+        return dctx.with_denoiser("class", model), {"finetune": log}
+
+    def prepare_context(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> None:
+        self._denoised_context(dctx, data, ctx)
+
+    def generate(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
+                 ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        from methods.diffusion.samplers import sample_class
+
+        dctx, meta = self._denoised_context(dctx, data, ctx)
+        labels = class_labels(data.num_classes, ipc)
+        ctx.report("sampling")
+        return sample_class(dctx, labels, self.sampler_config(), generator), labels, meta

@@ -1,0 +1,41 @@
+"""`dit`: plain class-conditional sampling from the unmodified class denoiser (the papers'
+"DiT" column): IPC latents per class, classifier-free guidance 4, 50 steps, decoded.
+
+``adapt_steps`` > 0 first adapts the denoiser with the diffusion loss alone on the hook's
+latents (DiffFit subset, see `methods.diffusion.finetune`). Plain `dit` leaves it at 0 and
+never reads real images; plug-ins that replace the hook set it (``dit+evlf``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmark.datasets.base import Dataset
+from methods.diffusion.finetune import FinetuneConfig
+from methods.diffusion.method import ClassSampling, DiffusionOptions, Finetuning
+from methods.registry import register_method
+
+SAMPLING = {"sampler": "ddpm", "steps": 50, "guidance": 4.0}
+
+
+@dataclass(frozen=True)
+class DiTOptions(DiffusionOptions):
+    adapt_steps: int = 0  # diffusion-loss adaptation on hook latents before sampling (0: none)
+    adapt_batch: int | None = None
+    adapt_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.adapt_steps < 0:
+            raise ValueError(f"adapt_steps must be >= 0, got {self.adapt_steps}")
+
+
+@register_method("dit")
+class DiT(ClassSampling):
+    Options = DiTOptions
+    presets = {"pretrained": {**SAMPLING, "adapt_batch": 8}, "small": {**SAMPLING, "adapt_batch": 64}}
+
+    def finetuning(self, data: Dataset) -> Finetuning | None:
+        s = self.settings
+        if s.adapt_steps == 0:
+            return None
+        return Finetuning(FinetuneConfig(steps=s.adapt_steps, batch_size=s.adapt_batch, lr=s.adapt_lr),
+                          {"loss": "diffusion"}, lambda: None)
