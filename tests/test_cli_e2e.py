@@ -115,3 +115,28 @@ def test_eval_refuses_a_broken_set(bench_env, tmp_path):
     torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.arange(20) % 5}, bad)
     out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke")
     assert out.returncode == 2 and "no images for classes [5, 6, 7, 8, 9]" in out.stderr
+
+
+SMOKE_GENERATIVE = ("dit[recipe=smoke]", "d4m[recipe=smoke]", "minimax[ft_steps=30,recipe=smoke]", "mgd3[recipe=smoke]")
+
+
+def test_generative_methods_end_to_end(bench_env, tmp_path):
+    store, cache = bench_env
+    out = bench("run", "--methods", ",".join(SMOKE_GENERATIVE), "--datasets", "digits", "--ipc", "2",
+                "--seeds", "1", "--budget", "smoke", "--no-references", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = results(store)
+    assert sorted(r["method"] for r in rows) == sorted(SMOKE_GENERATIVE)
+    assert all(r["status"] == "ok" and r["metrics"]["images"] == 20 and r["recognizability"] is not None
+               for r in rows)
+    configs = [r["config"]["method_config"] for r in rows]
+    assert all(c["preset"] == "small" and c["options"]["steps"] == 50 for c in configs)  # resolved presets
+    assert (cache / "backbone").is_dir() and (cache / "finetuned-denoiser").is_dir()  # trained once, cached
+    export = bench("export", "--method", "mgd3[recipe=smoke]", "--dataset", "digits", "--ipc", "2",
+                   "--out", str(tmp_path / "export"))
+    assert export.returncode == 0, export.stderr
+    import torch
+
+    saved = torch.load(next((tmp_path / "export").glob("*.pt")))
+    assert saved["images"].shape == (20, 1, 8, 8) and saved["labels"].tolist() == [c for c in range(10) for _ in (0, 1)]
+    assert saved["meta"]["hook"] == "vae-mean" and saved["meta"]["seed"] == 0
