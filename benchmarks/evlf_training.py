@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+    overrides = {k: v for k, v in (("train_steps", args.steps), ("train_batch", args.batch_size)) if v is not None}
     options = dataclasses.replace(EVLFOptions(), **overrides)
 
     data = load_dataset(args.dataset)
@@ -53,7 +53,7 @@ def main() -> None:
     print(json.dumps({
         "dataset": data.name, "backbone": backbone.name, "latent_shape": list(backbone.latent_shape),
         "text_encoder": backbone.text_encoder.name, "text_tokens": backbone.text_encoder.max_length,
-        "threads": torch.get_num_threads(), "steps": options.steps, "batch_size": options.batch_size,
+        "threads": torch.get_num_threads(), "steps": options.train_steps, "batch_size": options.train_batch,
         "backbone_load_seconds": round(load_seconds, 2),
         "train_plus_diagnostics_seconds": round(total_seconds, 2),
         "module_params": sum(v.numel() for v in trained.state_dict.values()), "artifact_bytes": size,

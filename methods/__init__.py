@@ -8,6 +8,7 @@ import importlib
 import os
 
 from methods import d4m, dit, external, full, herding, mgd3, minimax, random  # noqa: F401  (registration side effects)
+from methods.evlf import plugin as _evlf  # noqa: F401  (registers the `evlf` plug-in)
 from methods.registry import METHODS, register_method, resolve_method
 
 for _module in filter(None, (m.strip() for m in os.environ.get("BENCH_METHOD_MODULES", "").split(","))):

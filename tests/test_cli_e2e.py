@@ -117,7 +117,11 @@ def test_eval_refuses_a_broken_set(bench_env, tmp_path):
     assert out.returncode == 2 and "no images for classes [5, 6, 7, 8, 9]" in out.stderr
 
 
-SMOKE_GENERATIVE = ("dit[recipe=smoke]", "d4m[recipe=smoke]", "minimax[ft_steps=30,recipe=smoke]", "mgd3[recipe=smoke]")
+SMOKE_BASES = ("dit[recipe=smoke]", "d4m[recipe=smoke]", "minimax[ft_steps=30,recipe=smoke]", "mgd3[recipe=smoke]")
+SMOKE_EVLF = "ffn=64,heads=2,train_steps=30,width=32"
+SMOKE_VARIANTS = ("dit+evlf[adapt_steps=20,ffn=64,heads=2,recipe=smoke,train_steps=30,width=32]",
+                  *(b.replace("[", "+evlf[").replace("]", f",{SMOKE_EVLF}]") for b in SMOKE_BASES[1:]))
+SMOKE_GENERATIVE = (*SMOKE_BASES, *SMOKE_VARIANTS)
 
 
 def test_generative_methods_end_to_end(bench_env, tmp_path):
@@ -126,12 +130,16 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
                 "--seeds", "1", "--budget", "smoke", "--no-references", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = results(store)
-    assert sorted(r["method"] for r in rows) == sorted(SMOKE_GENERATIVE)
+    from methods import resolve_method
+
+    assert sorted(r["method"] for r in rows) == sorted(resolve_method(m).label for m in SMOKE_GENERATIVE)
     assert all(r["status"] == "ok" and r["metrics"]["images"] == 20 and r["recognizability"] is not None
                for r in rows)
     configs = [r["config"]["method_config"] for r in rows]
     assert all(c["preset"] == "small" and c["options"]["steps"] == 50 for c in configs)  # resolved presets
     assert (cache / "backbone").is_dir() and (cache / "finetuned-denoiser").is_dir()  # trained once, cached
+    assert len(list((cache / "evlf-fusion").glob("*.pt"))) == 1  # one module serves every variant
+    assert len(list((cache / "backbone").glob("*.pt"))) == 1
     export = bench("export", "--method", "mgd3[recipe=smoke]", "--dataset", "digits", "--ipc", "2",
                    "--out", str(tmp_path / "export"))
     assert export.returncode == 0, export.stderr

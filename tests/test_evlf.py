@@ -168,7 +168,7 @@ def test_text_pooling_positions():
     ({"width": 30, "heads": 4}, "must be divisible by 'heads'"),
     ({"null_text_p": 1.5}, "probability"),
     ({"text_pool": "cls"}, "'text_pool'"),
-    ({"batch_size": 1}, "at least 2"),
+    ({"train_batch": 1}, "at least 2"),
 ])
 def test_bad_options_are_one_line_errors(changes, message):
     with pytest.raises(BenchError, match=message) as info:
@@ -187,7 +187,7 @@ def test_options_parse_from_command_line_strings():
 
 def test_training_lowers_both_loss_terms(trained):
     curve = trained.diagnostics.curve
-    assert curve.step[0] == 0 and curve.step[-1] == SMOKE_OPTIONS.steps - 1
+    assert curve.step[0] == 0 and curve.step[-1] == SMOKE_OPTIONS.train_steps - 1
     assert curve.tail_mean("mse", 0.2) < 0.5 * curve.mse[0]
     assert curve.tail_mean("info_nce", 0.2) < curve.info_nce[0] - 0.2
     assert curve.mse_weight[0] == pytest.approx(0.05) and curve.mse_weight[-1] == pytest.approx(1.0)
@@ -207,7 +207,7 @@ def test_training_is_deterministic_for_a_seed(dctx, data, trained):
     again = train_fusion(dctx, data, SMOKE_OPTIONS)
     assert again.diagnostics.curve == trained.diagnostics.curve
     assert all(torch.equal(again.state_dict[k], v) for k, v in trained.state_dict.items())
-    other = train_fusion(dctx, data, dataclasses.replace(SMOKE_OPTIONS, seed=1, steps=5))
+    other = train_fusion(dctx, data, dataclasses.replace(SMOKE_OPTIONS, fusion_seed=1, train_steps=5))
     assert not torch.equal(other.state_dict["pos_embed"], trained.state_dict["pos_embed"])
 
 
@@ -227,7 +227,7 @@ def test_encode_is_scaled_fused_latents(dctx, data, trained):
 
 def test_cache_trains_once_then_loads_identical_outputs(dctx, data, tmp_path, monkeypatch):
     cache = ArtifactCache(tmp_path)
-    options = dataclasses.replace(SMOKE_OPTIONS, steps=10, diag_images=50)
+    options = dataclasses.replace(SMOKE_OPTIONS, train_steps=10, diag_images=50)
     first = get_fusion(dctx, data, options, cache)
     assert not first.cached
 
@@ -247,7 +247,7 @@ def test_cache_trains_once_then_loads_identical_outputs(dctx, data, tmp_path, mo
 def test_plugin_replaces_the_hook(dctx, data, tmp_path):
     cls = PLUGINS.get("evlf")  # importing methods.evlf.plugin registered it
     assert cls is EVLF and cls.method_defaults == {"dit": {"adapt_steps": "300"}}
-    plugin = cls(dataclasses.replace(SMOKE_OPTIONS, steps=5, diag_images=20))
+    plugin = cls(dataclasses.replace(SMOKE_OPTIONS, train_steps=5, diag_images=20))
     messages: list[str] = []
     ctx = DistillContext(ArtifactCache(tmp_path), torch.device("cpu"), messages.append)
     assert plugin.diagnostics(dctx, data, ctx) is None

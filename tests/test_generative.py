@@ -196,3 +196,74 @@ def test_bad_method_input_is_refused_before_any_work(argv, expected, bench_env, 
     assert main(["run", *argv, "--datasets", "digits", "--budget", "smoke"]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err and "Traceback" not in err
+
+
+def test_plugin_options_never_shadow_a_method_option():
+    # `X+P[name=v]` routes `name` to the plug-in when it declares it: a shared name would make
+    # the method's option unreachable in every +P variant.
+    from methods import METHODS
+    from methods.base import option_names
+    from methods.plugins import PLUGINS
+    from methods.registry import encoder_methods
+
+    assert "evlf" in PLUGINS.names() and set(encoder_methods()) >= {"dit", "d4m", "minimax", "mgd3"}
+    for plugin in PLUGINS.names():
+        for method in encoder_methods():
+            shared = set(option_names(PLUGINS.get(plugin).Options)) & set(option_names(METHODS.get(method).Options))
+            assert not shared, (plugin, method, shared)
+
+
+def test_evlf_options_go_to_the_plugin_and_the_rest_to_the_method():
+    spec = resolve_method("d4m+evlf[lambda1=0.05,layers=4,strength=0.5]")
+    d4m = spec.distiller
+    assert spec.label == "d4m+evlf[lambda1=0.05,layers=4,strength=0.5]"
+    assert d4m.settings.strength == 0.5
+    [evlf] = d4m.plugins
+    assert (evlf.options.lambda1, evlf.options.layers) == (0.05, 4)
+    assert d4m.config()["plugins"][0]["options"]["lambda1"] == 0.05
+    assert resolve_method("dit+evlf").distiller.settings.adapt_steps > 0  # the plug-in's default for dit
+    assert resolve_method("dit+evlf[adapt_steps=7]").distiller.settings.adapt_steps == 7
+    assert resolve_method("dit").distiller.settings.adapt_steps == 0
+    with pytest.raises(BenchError, match="has no option 'lamda1'"):
+        resolve_method("d4m+evlf[lamda1=0.1]")
+    with pytest.raises(BenchError, match="EVLF option 'latent' must be 'mean' or 'sample'"):
+        resolve_method("mgd3+evlf[latent=median]")
+
+
+# --- the hook is the only difference between X and X+plug-in -------------------------------------
+
+SMOKE_EVLF = "train_steps=30,width=32,heads=2,ffn=64,diag_images=100"
+
+
+@pytest.fixture(scope="module")
+def smoke_setup(tmp_path_factory):
+    from benchmark.artifacts import ArtifactCache
+    from benchmark.datasets import load_dataset
+    from methods.base import DistillContext
+    from methods.plugins import PLUGINS, Plugin, register_plugin
+
+    if "same-latents" not in PLUGINS:
+        @register_plugin("same-latents")
+        class SameLatents(Plugin):
+            """Replaces the hook by an equal one: a variant that must not change anything."""
+
+            def wrap(self, dctx, data, ctx):
+                return dctx.replace_hook(dctx.encode_real, "same")
+
+    cache = ArtifactCache(tmp_path_factory.mktemp("cache"))
+    return load_dataset("digits"), DistillContext(cache, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["d4m[recipe=smoke]", "mgd3[recipe=smoke]"])
+def test_a_variant_differs_from_its_base_only_through_the_hook(smoke_setup, method):
+    data, ctx = smoke_setup
+    base, name_options = method.split("[")
+    plain = resolve_method(method).distiller.distill(data, 2, 3, ctx)
+    same = resolve_method(f"{base}+same-latents[{name_options}").distiller.distill(data, 2, 3, ctx)
+    assert torch.equal(plain.images, same.images) and torch.equal(plain.labels, same.labels)
+    assert same.meta["hook"] == "vae-mean+same"
+    fused = resolve_method(f"{base}+evlf[{name_options[:-1]},{SMOKE_EVLF}]").distiller
+    fused.prepare(data, ctx)
+    out = fused.distill(data, 2, 3, ctx)
+    assert out.meta["hook"].startswith("vae-mean+evlf:") and torch.equal(out.labels, plain.labels)
+    assert not torch.equal(out.images, plain.images)

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from methods.base import DistillContext
     from methods.diffusion.context import DiffusionContext
 
-# Placeholder until measured: diffusion-loss adaptation steps of the class denoiser on fused
-# latents for ``dit+evlf`` (the authors' optional denoiser adaptation).
-DIT_ADAPT_STEPS = "300"
+# Diffusion-loss adaptation steps of the class denoiser on fused latents for ``dit+evlf`` (the
+# authors' optional denoiser adaptation); as many as the small `minimax` preset fine-tunes.
+DIT_ADAPT_STEPS = "600"
 
 
 def _reporter(ctx: DistillContext, parts: int = 10) -> ProgressFn:

@@ -38,7 +38,7 @@ CURVE_POINTS = 200  # at most this many points per loss curve
 @dataclass(frozen=True)
 class EVLFOptions:
     """Every setting of the EVLF module and its training. Defaults are the paper's, except the
-    amount of training (``steps`` x ``batch_size``), sized so that Fashion-MNIST on the small
+    amount of training (``train_steps`` x ``train_batch``), sized so that Fashion-MNIST on the small
     backbone trains in about four minutes on one CPU thread (the paper: 30 epochs of batch 8
     with 2 accumulation steps on 256-512 px ImageNet subsets)."""
 
@@ -55,14 +55,14 @@ class EVLFOptions:
     latent: str = "mean"  # "mean" (posterior mean, faithful) or "sample" (posterior sample)
     text_pool: str = "last"  # "last" padded position (the released code in practice) or "eot"
     temperature: float = 0.07
-    lr: float = 3e-4
+    fusion_lr: float = 3e-4
     projector_lr: float = 1e-4
     weight_decay: float = 1e-2
     clip_norm: float = 1.0
     flip: bool = True  # random horizontal flips of the training images
-    steps: int = 800
-    batch_size: int = 32
-    seed: int = 0
+    train_steps: int = 800
+    train_batch: int = 32
+    fusion_seed: int = 0
     diag_images: int = 2000  # held-out (test) images the diagnostics use; 0 = the whole split
 
     def __post_init__(self) -> None:
@@ -73,11 +73,11 @@ class EVLFOptions:
             raise bad("latent", "must be 'mean' or 'sample'")
         if self.text_pool not in TEXT_POOLS:
             raise bad("text_pool", "must be 'last' or 'eot'")
-        for name in ("layers", "width", "heads", "ffn", "steps"):
+        for name in ("layers", "width", "heads", "ffn", "train_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
-        if self.batch_size < 2:
-            raise bad("batch_size", "must be at least 2 (InfoNCE contrasts the samples of a batch)")
+        if self.train_batch < 2:
+            raise bad("train_batch", "must be at least 2 (InfoNCE contrasts the samples of a batch)")
         if self.width % self.heads:
             raise BenchError(f"EVLF option 'width' ({self.width}) must be divisible by 'heads' ({self.heads})")
         for name in ("null_text_p",):
@@ -86,7 +86,7 @@ class EVLFOptions:
         for name in ("dropout", "text_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise bad(name, "must be in [0, 1)")
-        for name in ("temperature", "lr", "projector_lr", "clip_norm"):
+        for name in ("temperature", "fusion_lr", "projector_lr", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise bad(name, "must be positive")
         for name in ("lambda1", "weight_decay", "text_noise", "diag_images"):
@@ -99,7 +99,7 @@ class EVLFOptions:
 
 
 # Seconds on `digits` with the `smoke` backbone recipe: for tests and smoke runs.
-SMOKE_OPTIONS = EVLFOptions(width=32, heads=2, ffn=64, steps=60, batch_size=32, diag_images=200)
+SMOKE_OPTIONS = EVLFOptions(width=32, heads=2, ffn=64, train_steps=60, train_batch=32, diag_images=200)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class TrainedFusion:
             raise ValueError(f"expected {images.shape[0]} labels, got shape {tuple(labels.shape)}")
         module = self.module(dctx.device)
         text = prompt_text(require_text_encoder(dctx), dctx.prompts, self.options.text_pool, dctx.device)
-        generator = torch.Generator().manual_seed(self.options.seed) if self.options.latent == "sample" else None
+        generator = torch.Generator().manual_seed(self.options.fusion_seed) if self.options.latent == "sample" else None
         out = []
         for x, y in zip(images.split(dctx.batch_size), labels.split(dctx.batch_size)):
             z = dctx.vae_latents(x, generator)
@@ -237,7 +237,7 @@ def _held_out(dctx: DiffusionContext, data: Dataset, module: FusionModule, proje
         # A fixed subset, independent of the training seed, so runs compare on the same images.
         idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[: options.diag_images].sort()[0]
     images, labels = split.images[idx].float().div_(255.0), split.labels[idx]
-    generator = torch.Generator().manual_seed(options.seed) if options.latent == "sample" else None
+    generator = torch.Generator().manual_seed(options.fusion_seed) if options.latent == "sample" else None
     raws, fused, p_raw, p_fused = [], [], [], []
     for x, y in zip(images.split(dctx.batch_size), labels.split(dctx.batch_size)):
         z = dctx.vae_latents(x, generator)
@@ -262,18 +262,18 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
     text = prompt_text(encoder, data.prompts, options.text_pool, device)
     config = options.fusion_config(channels, encoder.dim, side * side)
     images, labels = data.train.float_images(), data.train.labels
-    generator = torch.Generator().manual_seed(options.seed)
-    curve, every = LossCurve(), max(1, options.steps // CURVE_POINTS)
+    generator = torch.Generator().manual_seed(options.fusion_seed)
+    curve, every = LossCurve(), max(1, options.train_steps // CURVE_POINTS)
     start = time.perf_counter()
-    with _seeded_global_rng(options.seed, device):
+    with _seeded_global_rng(options.fusion_seed, device):
         module = FusionModule(config).to(device).train()
         projector = Projector(channels, encoder.dim, side).to(device).train()
-        optimizer = torch.optim.AdamW([{"params": module.parameters(), "lr": options.lr},
+        optimizer = torch.optim.AdamW([{"params": module.parameters(), "lr": options.fusion_lr},
                                        {"params": projector.parameters(), "lr": options.projector_lr}],
                                       weight_decay=options.weight_decay)
         params = [*module.parameters(), *projector.parameters()]
-        batches = _batches(len(labels), options.batch_size, generator)
-        for step in range(options.steps):
+        batches = _batches(len(labels), options.train_batch, generator)
+        for step in range(options.train_steps):
             idx = next(batches)
             x = images[idx]
             # Flip the images, then encode them, every step: the VAE is not flip-equivariant, so
@@ -288,22 +288,22 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
             fused = module(z, cond, text.mask[y] if options.mask_padding else None)
             nce = multi_positive_info_nce(projector(fused), text.pooled[y], y, options.temperature)
             mse = F.mse_loss(fused, z)
-            weight = mse_weight(step, options.steps)
+            weight = mse_weight(step, options.train_steps)
             loss = options.lambda1 * nce + weight * mse
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, options.clip_norm)
             optimizer.step()
-            if step % every == 0 or step + 1 == options.steps:
+            if step % every == 0 or step + 1 == options.train_steps:
                 curve.record(step, float(nce.detach()), float(mse.detach()), weight, float(loss.detach()))
-            if (step + 1) % every == 0 or step + 1 == options.steps:
-                progress("EVLF fusion", step + 1, options.steps)
+            if (step + 1) % every == 0 or step + 1 == options.train_steps:
+                progress("EVLF fusion", step + 1, options.train_steps)
         module.eval()
         projector.eval()
         seconds = time.perf_counter() - start
         held_out = _held_out(dctx, data, module, projector, text, options)
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    diagnostics = FusionDiagnostics(curve, held_out, seconds, options.steps)
+    diagnostics = FusionDiagnostics(curve, held_out, seconds, options.train_steps)
     return TrainedFusion(fusion_key(dctx, data, options), config, options, state, diagnostics, cached=False)
 
 
