@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="write markdown leaderboards from the store")
     lb.add_argument("--out", default="leaderboards", help="output directory (default leaderboards/)")
+    lb.add_argument("--no-samples", action="store_true", help="do not write sample-image grids")
     _add_paths(lb)
 
     ev = sub.add_parser("eval", help="score a distilled set made elsewhere (.pt file or image folders)")
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--recipe", default="small", help="backbone recipe: small (default) or smoke (seconds, for tests)")
     pt.add_argument("--json", action="store_true")
     pt.add_argument("--cache", help="artifact cache directory (default $BENCH_CACHE or ~/.cache/evlf-bench)")
+    sh = sub.add_parser("show", help="a method spec resolved (options, presets) and its plug-ins' diagnostics")
+    sh.add_argument("method", help="a method spec, e.g. 'd4m+evlf'")
+    sh.add_argument("--dataset", default="fashion-mnist")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--plot", help="write the plug-ins' loss curves to this PNG")
+    sh.add_argument("--cache", help="artifact cache directory (default $BENCH_CACHE or ~/.cache/evlf-bench)")
     return parser
 
 
@@ -261,7 +268,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise BenchError("the result store holds no finished runs yet; run 'bench run' first")
     out = Path(args.out)
     try:
-        paths = write_leaderboards(rows, out)
+        paths = write_leaderboards(rows, out, cache=None if args.no_samples else _cache(args))
     except OSError as exc:
         raise BenchError(f"cannot write leaderboards to {out}: {exc.strerror or exc}") from None
     for p in paths:
@@ -286,8 +293,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return run_pretrain(args.dataset, args.recipe, _cache(args), args.json)
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from benchmark.show_cli import cmd_show as show
+
+    return show(args, _cache(args))
+
+
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-            "export": cmd_export, "pretrain": cmd_pretrain}
+            "export": cmd_export, "pretrain": cmd_pretrain, "show": cmd_show}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
+from benchmark.artifacts import ArtifactCache
 from benchmark.relative import relative_scores
+from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
 from benchmark.stats import CellStats, summarize, welch_t_test
 from benchmark.store import ResultRow
 
@@ -290,25 +291,44 @@ def render_rich(board: Leaderboard) -> Table:
     return table
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("._") or "_"
+def _grid_section(grids: dict[str, tuple[Path, int, int]], out_dir: Path) -> str:
+    lines = ["", "### Sample images", "",
+             "One row per class: the distilled set the rows above scored, at the largest IPC up to "
+             f"{MAX_IPC} and the lowest seed.", ""]
+    for method, (path, ipc, seed) in sorted(grids.items(), key=lambda kv: _method_order(kv[0])):
+        rel = path.relative_to(out_dir).as_posix()
+        lines.append(f"**{_md_escape(method)}** (IPC {ipc}, seed {seed})\n\n![{_md_escape(method)}]({rel})\n")
+    return "\n".join(lines)
 
 
-def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path) -> list[Path]:
-    """Write one markdown file per board and an ``index.md`` linking them; returns the paths written."""
+def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: ArtifactCache | None = None) -> list[Path]:
+    """Write one markdown file per board and an ``index.md`` linking them; returns the paths written.
+
+    With ``cache``, each page also gets a PNG sample grid per method (under ``samples/``) from
+    the distilled sets still in the cache.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
     written: list[Path] = []
     links: list[str] = []
     used: set[str] = set()
     for board in build_leaderboards(rows):
-        stem = f"{_safe_name(board.dataset)}__{_safe_name(board.protocol)}-{_safe_name(board.budget)}"
+        stem = f"{file_name(board.dataset)}__{file_name(board.protocol)}-{file_name(board.budget)}"
         name, k = f"{stem}.md", 2
         while name in used:  # two names that sanitise alike must not overwrite each other
             name, k = f"{stem}-{k}.md", k + 1
         used.add(name)
         path = out_dir / name
-        path.write_text(render_markdown(board), encoding="utf-8")
+        text = render_markdown(board)
+        if cache is not None:
+            mine = [r for r in rows if (r.dataset, r.protocol, r.budget) == (board.dataset, board.protocol, board.budget)
+                    and r.status == "ok"]
+            grids = write_sample_grids(mine, cache, out_dir / "samples", name[:-3])
+            written.extend(p for p, _, _ in grids.values())
+            if grids:
+                text += _grid_section(grids, out_dir)
+        path.write_text(text, encoding="utf-8")
         written.append(path)
         links.append(f"- [{board.title}]({name})")
     index = out_dir / "index.md"

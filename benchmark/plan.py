@@ -15,13 +15,19 @@ from methods import resolve_method
 from methods.registry import MethodSpec
 
 
+# Every registered method and EVLF variant (external sets and test plug-ins aside).
+DEFAULT_METHODS: tuple[str, ...] = (
+    "random", "herding", "full", "dit", "d4m", "minimax", "mgd3",
+    "dit+evlf", "d4m+evlf", "minimax+evlf", "mgd3+evlf")
+
+
 @dataclass(frozen=True)
 class GridRequest:
     """What the user asked for; ``seeds`` None means the budget's default number of seeds."""
 
-    methods: tuple[str, ...] = ("random", "herding", "full")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     datasets: tuple[str, ...] = ("fashion-mnist",)
-    ipcs: tuple[int, ...] = (1, 10)
+    ipcs: tuple[int, ...] = (1, 10, 50)
     archs: tuple[str, ...] = ("convnet3",)
     protocol: str = "dc"
     budget: str = "quick"

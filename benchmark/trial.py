@@ -98,7 +98,8 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
                                   on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
                                   cache=cache, ipc=run.ipc)
             metrics = dataclasses.asdict(result) | {
-                "distill_s": distill_s, "distill_cached": cached, "images": len(dset), "bytes": dset.nbytes,
+                "distill_s": distill_s, "distill_cached": cached, "distill_key": dset.meta.get("distill_key"),
+                "images": len(dset), "bytes": dset.nbytes,
                 "device": str(device), "budget_description": budget.description, **quality}
             if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
                 metrics["teacher_test_acc"] = dset.meta.get("teacher_test_acc")

@@ -148,3 +148,21 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
     saved = torch.load(next((tmp_path / "export").glob("*.pt")))
     assert saved["images"].shape == (20, 1, 8, 8) and saved["labels"].tolist() == [c for c in range(10) for _ in (0, 1)]
     assert saved["meta"]["hook"] == "vae-mean" and saved["meta"]["seed"] == 0
+    boards = tmp_path / "boards"
+    assert bench("leaderboard", "--out", str(boards)).returncode == 0
+    page = (boards / "digits__dc-smoke.md").read_text()
+    grids = sorted((boards / "samples").glob("digits__dc-smoke__*.png"))
+    assert len(grids) == len(SMOKE_GENERATIVE) and all(f"(samples/{g.name})" in page for g in grids)
+    from PIL import Image
+
+    assert Image.open(grids[0]).size == (2 * 9 + 1, 10 * 9 + 1)  # IPC 2 across, 10 classes down, 1-px gaps
+    before = {g.name: g.read_bytes() for g in grids}
+    assert bench("leaderboard", "--out", str(boards)).returncode == 0  # regenerating rewrites the same files
+    assert {g.name: g.read_bytes() for g in grids} == before and (boards / "digits__dc-smoke.md").read_text() == page
+
+    shown = bench("show", SMOKE_VARIANTS[1], "--dataset", "digits", "--json", "--plot", str(tmp_path / "curves.png"))
+    assert shown.returncode == 0, shown.stderr
+    [evlf] = json.loads(shown.stdout)["plugins"]
+    assert evlf["status"] == "trained" and evlf["steps"] == 30 and len(evlf["curve"]["info_nce"]) == 30
+    assert 0 <= evlf["held_out"]["retrieval_fused"] <= 1 and evlf["held_out"]["fused_mse"] >= 0
+    assert (tmp_path / "curves.png").stat().st_size > 0

