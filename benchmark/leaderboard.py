@@ -5,7 +5,6 @@ from papers or other tables.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable

@@ -20,7 +20,7 @@ from benchmark.datasets import clear_cache, dataset_names, load_dataset
 from benchmark.datasets.base import Split
 from benchmark.datasets.fashion_mnist import DEBIAN_DIR, FILES
 from benchmark.datasets.imagefolder import IMAGENETTE, IMAGEWOOF
-from benchmark.datasets.splits import carve_validation, stable_seed, stratified_holdout
+from benchmark.datasets.splits import stable_seed, stratified_holdout
 from benchmark.errors import BenchError, DataMissingError, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,13 +17,7 @@ from methods.diffusion import DiffusionContext, get_backbone
 from methods.diffusion.samplers import SamplerConfig, img2img, sample_class, sample_text
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: one thread is as fast as two, and does not stall when other work shares the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vae(channels: int = 3) -> AutoencoderKL:

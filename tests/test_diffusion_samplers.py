@@ -9,29 +9,17 @@ from methods.diffusion.backbone import Backbone, check_resolution, require_denoi
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.samplers import (ClassGuided, SamplerConfig, StepState, TextGuided, make_scheduler, sample,
                                         sample_class, sample_text, start_index)
-from methods.diffusion.small import RECIPES, build_models, scheduler_config
-from methods.diffusion.text import load_minilm
+from methods.diffusion.small import RECIPES, build_models
 
 PROMPTS = tuple(f"class {i}" for i in range(10))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: one thread is as fast as two, and does not stall when other work shares the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def backbone() -> Backbone:
-    torch.manual_seed(0)
-    recipe = RECIPES.get("smoke")
-    text = load_minilm(8)
-    vae, dit, unet = build_models(recipe, channels=1, num_classes=10, text_dim=text.dim)
-    return Backbone("tiny", "small", vae, 0.7, recipe.resolution, scheduler_config(recipe), class_denoiser=dit,
-                    text_denoiser=unet, text_encoder=text, fit="pad-or-resize").eval()
+def backbone(tiny_backbone_parts) -> Backbone:
+    return tiny_backbone_parts(10)
 
 
 @pytest.fixture(scope="module")

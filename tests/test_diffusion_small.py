@@ -5,7 +5,6 @@ import json
 import time
 
 import pytest
-import torch
 from PIL import Image
 
 from benchmark.artifacts import ArtifactCache
@@ -17,13 +16,7 @@ KEYS = {"recon_mse", "teacher_acc_recon", "teacher_acc_real", "sample_acc_class_
         "sample_acc_text_denoiser", "train_seconds", "params_vae", "params_class_denoiser", "params_text_denoiser"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: one thread is as fast as two, and does not stall when other work shares the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pretrain(capsys, *args: str) -> tuple[int, str, str]:

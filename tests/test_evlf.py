@@ -12,24 +12,16 @@ from benchmark.artifacts import ArtifactCache
 from benchmark.datasets import load_dataset
 from benchmark.errors import BenchError
 from methods.base import DistillContext, parse_options
-from methods.diffusion.backbone import Backbone
 from methods.diffusion.context import DiffusionContext
-from methods.diffusion.small import RECIPES, build_models, scheduler_config
-from methods.diffusion.text import load_minilm
 from methods.evlf import training
 from methods.evlf.fusion import FusionConfig, FusionModule, Projector, projector_stride
 from methods.evlf.losses import mse_weight, multi_positive_info_nce, pool_text
-from methods.evlf.plugin import EVLF
+from methods.evlf.plugin import DIT_ADAPT_STEPS, EVLF
 from methods.evlf.training import SMOKE_OPTIONS, EVLFOptions, get_fusion, train_fusion
 from methods.plugins import PLUGINS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +30,10 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def dctx(data) -> DiffusionContext:
-    torch.manual_seed(0)
-    recipe = RECIPES.get("smoke")
-    text = load_minilm(8)
-    vae, dit, unet = build_models(recipe, channels=1, num_classes=data.num_classes, text_dim=text.dim)
-    with torch.no_grad():
-        # An untrained VAE's latents have std ~0.2; a trained one's are of order 1 (the cached
-        # Fashion-MNIST VAE: std 3). Scale them up so "close to the input" means what it will.
-        vae.quant_conv.weight.mul_(10)
-        vae.quant_conv.bias.mul_(10)
-    backbone = Backbone("tiny", "small", vae, 0.7, recipe.resolution, scheduler_config(recipe), class_denoiser=dit,
-                        text_denoiser=unet, text_encoder=text, fit="pad-or-resize", key="tiny-evlf-test").eval()
+def dctx(data, tiny_backbone_parts) -> DiffusionContext:
+    # An untrained VAE's latents have std ~0.2; a trained one's are of order 1 (the cached
+    # Fashion-MNIST VAE: std 3). Scale them up so "close to the input" means what it will.
+    backbone = tiny_backbone_parts(data.num_classes, key="tiny-evlf-test", vae_gain=10.0)
     return DiffusionContext.for_dataset(backbone, data, batch_size=128)
 
 
@@ -246,7 +230,7 @@ def test_cache_trains_once_then_loads_identical_outputs(dctx, data, tmp_path, mo
 
 def test_plugin_replaces_the_hook(dctx, data, tmp_path):
     cls = PLUGINS.get("evlf")  # importing methods.evlf.plugin registered it
-    assert cls is EVLF and cls.method_defaults == {"dit": {"adapt_steps": "300"}}
+    assert cls is EVLF and cls.method_defaults == {"dit": {"adapt_steps": DIT_ADAPT_STEPS}}
     plugin = cls(dataclasses.replace(SMOKE_OPTIONS, train_steps=5, diag_images=20))
     messages: list[str] = []
     ctx = DistillContext(ArtifactCache(tmp_path), torch.device("cpu"), messages.append)

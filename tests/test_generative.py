@@ -97,17 +97,8 @@ def test_minimax_loss_reads_memories_before_queuing_the_batch():
 
 
 @pytest.fixture(scope="module")
-def tiny_backbone():
-    from methods.diffusion.backbone import Backbone
-    from methods.diffusion.small import RECIPES, build_models, scheduler_config
-    from methods.diffusion.text import load_minilm
-
-    torch.manual_seed(0)
-    recipe = RECIPES.get("smoke")
-    text = load_minilm(8)
-    vae, dit, unet = build_models(recipe, channels=1, num_classes=3, text_dim=text.dim)
-    return Backbone("tiny", "small", vae, 0.7, recipe.resolution, scheduler_config(recipe), class_denoiser=dit,
-                    text_denoiser=unet, text_encoder=text, fit="pad-or-resize").eval()
+def tiny_backbone(tiny_backbone_parts):
+    return tiny_backbone_parts(3)
 
 
 def test_only_the_declared_parameter_subset_is_fine_tuned(tiny_backbone):
