@@ -56,7 +56,9 @@ _Column = tuple[int | None, str]
 
 
 def _method_order(method: str) -> tuple[int, str, str]:
-    rank = 0 if method == FULL else 1 if method == RANDOM else 2
+    # references first, then the selection baseline, then the generative methods (each
+    # variant right after its base, by name)
+    rank = {FULL: 0, RANDOM: 1, "herding": 2}.get(method, 3)
     return rank, method.lower(), method
 
 
@@ -156,12 +158,16 @@ def _details(rows: list[ResultRow], methods: list[str]) -> list[list[str]]:
 
 
 def _evlf_mark(evlf: list[float], base: list[float]) -> str:
-    if len(evlf) < 2 or len(base) < 2:
+    """`` Δ +1.2 ↑``: the difference of cell means from the base method, and the Welch mark."""
+    if not evlf or not base:
         return ""
+    delta = f" Δ {sum(evlf) / len(evlf) - sum(base) / len(base):+.1f}"
+    if len(evlf) < 2 or len(base) < 2:
+        return delta
     t, p = welch_t_test(evlf, base)
     if math.isnan(p) or p >= ALPHA:
-        return ""
-    return f" {GAIN}" if t > 0 else f" {LOSS}"
+        return delta
+    return f"{delta} {GAIN}" if t > 0 else f"{delta} {LOSS}"
 
 
 def _notes(
@@ -188,8 +194,9 @@ def _notes(
         )
     if any(EVLF in m for m in methods):
         notes.append(
-            f"{GAIN} / {LOSS} after a '{EVLF}' cell: significantly above / below its base method in the "
-            f"same column (two-sided Welch t-test, p < {ALPHA}); no mark: not significant or under 2 seeds."
+            f"Δ after a '{EVLF}' cell: its mean minus its base method's mean in the same column (points); "
+            f"{GAIN} / {LOSS}: significantly above / below the base (two-sided Welch t-test, p < {ALPHA}); "
+            "no mark: not significant or under 2 seeds."
         )
     for col in columns:
         if col[0] is None:
@@ -223,7 +230,8 @@ def _budget_and_provenance(rows: list[ResultRow]) -> list[str]:
     commits = sorted({r.git_commit for r in rows if r.git_commit})
     torch_versions = sorted({r.versions.get("torch", "?") for r in rows})
     devices = sorted({str(r.metrics.get("device", "?")) for r in rows})
-    notes.append(f"Measured by EVLF-Bench at commit {', '.join(c[:12] for c in commits) or 'unknown'}; "
+    shown = [c[:12] + (" (with uncommitted changes)" if c.endswith("-dirty") else "") for c in commits]
+    notes.append(f"Measured by EVLF-Bench at commit {', '.join(shown) or 'unknown'}; "
                  f"torch {', '.join(torch_versions)}; device {', '.join(devices)}.")
     return notes
 

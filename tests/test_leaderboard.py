@@ -86,7 +86,7 @@ def test_bold_marks_best_non_reference_cell() -> None:
     assert is_bold(b, "random", "IPC 10") and not is_bold(b, "d4m+evlf", "IPC 10")
     assert len(b.bold) == 3
     md = render_markdown(b)
-    assert "**61.0 ± 1.0 (3) ↑**" in md and "**71.0 ± 1.0 (3)**" in md
+    assert "**61.0 ± 1.0 (3) Δ +5.0 ↑**" in md and "**71.0 ± 1.0 (3)**" in md
     assert "**91.0" not in md
 
 
@@ -98,10 +98,10 @@ def test_ties_at_shown_precision_are_both_bold() -> None:
 
 def test_evlf_marks_only_significant_differences() -> None:
     b = board_of(fmnist_rows())
-    assert cell(b, "d4m+evlf", "IPC 1") == "61.0 ± 1.0 (3) ↑"  # t = 6.1, p < 0.01
-    assert cell(b, "d4m+evlf", "IPC 10") == "70.0 ± 1.0 (3)"  # t = 1.2, not significant
+    assert cell(b, "d4m+evlf", "IPC 1") == "61.0 ± 1.0 (3) Δ +5.0 ↑"  # t = 6.1, p < 0.01
+    assert cell(b, "d4m+evlf", "IPC 10") == "70.0 ± 1.0 (3) Δ +1.0"  # t = 1.2, not significant
     rows = series("d4m", 1, [60.0, 61.0, 62.0]) + series("d4m+evlf", 1, [50.0, 51.0, 52.0])
-    assert cell(board_of(rows), "d4m+evlf", "IPC 1") == "51.0 ± 1.0 (3) ↓"
+    assert cell(board_of(rows), "d4m+evlf", "IPC 1") == "51.0 ± 1.0 (3) Δ -10.0 ↓"
 
 
 def test_honesty_notes() -> None:
@@ -126,6 +126,10 @@ def test_no_number_outside_the_rows() -> None:
     for vals in groups.values():
         s = summarize(vals)
         allowed |= {f"{s.mean:.1f}", f"{s.std:.1f}", str(s.n)}
+    for (method, ipc), vals in groups.items():  # a variant's difference from its base
+        if "+evlf" in method:
+            base = groups[(method.replace("+evlf", ""), ipc)]
+            allowed.add(f"{abs(sum(vals) / len(vals) - sum(base) / len(base)):.1f}")
     for _, cells in b.rows:
         for c in cells:
             for num in re.findall(r"\d+(?:\.\d+)?", c):
@@ -182,7 +186,7 @@ def test_render_rich_has_bold_cells() -> None:
     assert [str(c.header) for c in table.columns] == ["method", "IPC 1", "IPC 2", "IPC 10"]
     cells = list(table.columns[1]._cells)  # IPC 1 column
     styles = {str(c): str(c.style) for c in cells}
-    assert styles["61.0 ± 1.0 (3) ↑"] == "bold" and styles["56.0 ± 1.0 (3)"] != "bold"
+    assert styles["61.0 ± 1.0 (3) Δ +5.0 ↑"] == "bold" and styles["56.0 ± 1.0 (3)"] != "bold"
     console = Console(record=True, width=200)
     console.print(table)
     out = console.export_text()
