@@ -16,6 +16,7 @@ from rich.text import Text
 from tabulate import tabulate
 
 from benchmark.artifacts import ArtifactCache
+from benchmark.plots import write_accuracy_plot
 from benchmark.relative import relative_scores
 from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
 from benchmark.stats import CellStats, summarize, welch_t_test
@@ -328,9 +329,13 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
         used.add(name)
         path = out_dir / name
         text = render_markdown(board)
+        mine = [r for r in rows if (r.dataset, r.protocol, r.budget) == (board.dataset, board.protocol, board.budget)
+                and r.status == "ok"]
+        plot = out_dir / "plots" / f"{name[:-3]}.png"
+        if write_accuracy_plot(mine, plot, board.title):
+            written.append(plot)
+            text += f"\n### Accuracy against IPC\n\n![accuracy against IPC]({plot.relative_to(out_dir).as_posix()})\n"
         if cache is not None:
-            mine = [r for r in rows if (r.dataset, r.protocol, r.budget) == (board.dataset, board.protocol, board.budget)
-                    and r.status == "ok"]
             grids = write_sample_grids(mine, cache, out_dir / "samples", name[:-3])
             written.extend(p for p, _, _ in grids.values())
             if grids:

@@ -196,11 +196,11 @@ def test_render_rich_has_bold_cells() -> None:
 def test_write_leaderboards_files(tmp_path: Path) -> None:
     rows = (fmnist_rows() + series("random", 1, [30.0], dataset="image/woof:64", protocol="idc",
                                    budget="paper"))
-    paths = write_leaderboards(rows, tmp_path / "boards")
+    paths = [p for p in write_leaderboards(rows, tmp_path / "boards") if p.suffix == ".md"]
     names = [p.name for p in paths]
     assert names == ["fashion_mnist__dc-quick.md", "image_woof_64__idc-paper.md", "index.md"]
     assert all(p.parent == tmp_path / "boards" and p.exists() for p in paths)
-    assert paths[0].read_text() == render_markdown(board_of(fmnist_rows()))
+    assert paths[0].read_text().startswith(render_markdown(board_of(fmnist_rows())))
     index = paths[-1].read_text()
     assert "(fashion_mnist__dc-quick.md)" in index and "(image_woof_64__idc-paper.md)" in index
     assert "image/woof:64 — idc/paper" in index
@@ -212,3 +212,17 @@ def test_rich_does_not_read_method_specs_as_markup() -> None:
     console.print(render_rich(board_of(rows)))
     out = console.export_text()
     assert "d4m[strength=0.5]" in out and "no method beats random" in out
+
+
+def test_pages_link_an_accuracy_plot_that_regenerates_identically(tmp_path) -> None:
+    from benchmark.leaderboard import write_leaderboards
+
+    rows = fmnist_rows() + series("random", 1, [40.0], budget="paper")
+    written = write_leaderboards(rows, tmp_path)
+    plot = tmp_path / "plots" / "fashion_mnist__dc-quick.png"
+    assert plot in written and plot.stat().st_size > 0
+    assert "![accuracy against IPC](plots/fashion_mnist__dc-quick.png)" in (tmp_path / "fashion_mnist__dc-quick.md").read_text()
+    assert not (tmp_path / "plots" / "fashion_mnist__dc-paper.png").exists()  # one IPC: no plot
+    before = plot.read_bytes()
+    write_leaderboards(rows, tmp_path)
+    assert plot.read_bytes() == before
