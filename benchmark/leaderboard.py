@@ -16,6 +16,7 @@ from rich.text import Text
 from tabulate import tabulate
 
 from benchmark.artifacts import ArtifactCache
+from benchmark.page_provenance import provenance_section
 from benchmark.plots import write_accuracy_plot
 from benchmark.relative import relative_scores
 from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
@@ -340,6 +341,7 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
             written.extend(p for p, _, _ in grids.values())
             if grids:
                 text += _grid_section(grids, out_dir)
+        text += provenance_section(mine)
         path.write_text(text, encoding="utf-8")
         written.append(path)
         links.append(f"- [{board.title}]({name})")

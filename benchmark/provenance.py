@@ -26,7 +26,8 @@ def git_commit() -> str:
 
 @functools.cache
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    """Package versions, plus ``machine`` (CPU model; GPU model or "no GPU") of the writing process."""
+    out = {"python": platform.python_version(), "machine": machine()}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

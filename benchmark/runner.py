@@ -174,6 +174,7 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
         summary.seconds = time.perf_counter() - start
         return summary
     cache = ArtifactCache(options.cache_root)
+    git_commit(), versions()  # provenance as of the launch: later edits to the checkout do not leak into rows
     # longest first: the full-data references dominate a grid's makespan on a small machine
     jobs = sorted(group_jobs(pending), key=lambda job: job.ipc is not None)
     started = _init_ray(options.address)

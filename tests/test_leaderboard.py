@@ -226,3 +226,20 @@ def test_pages_link_an_accuracy_plot_that_regenerates_identically(tmp_path) -> N
     before = plot.read_bytes()
     write_leaderboards(rows, tmp_path)
     assert plot.read_bytes() == before
+
+
+def test_provenance_counts_each_distilled_set_once_and_sums_evaluation() -> None:
+    from benchmark.page_provenance import method_table, provenance_section
+
+    rows = series("d4m", 10, [68.0, 69.0, 70.0]) + series("herding", 10, [77.0, 78.0])
+    for r in rows:
+        r.metrics.update({"train_s": 10.0, "test_s": 2.0, "bytes": 79200, "distill_s": 30.0,
+                          "distill_key": f"{r.method}-{r.seed}" if r.method == "d4m" else "herding-shared"})
+        r.config["method_config"] = {"method": r.method}
+        r.versions["machine"] = "Test CPU; no GPU"
+    rows[0].git_commit = "abc123"
+    table = {line[0]: line for line in method_table(rows)}
+    assert table["d4m"][2:] == ["90 s", "36 s", "IPC 10: 79,200"]  # three sets of 30 s, three evaluations
+    assert table["herding"][2:] == ["30 s", "24 s", "IPC 10: 79,200"]  # one deterministic set shared by both seeds
+    text = provenance_section(rows)
+    assert "Commits: abc123." in text and "Machine: Test CPU; no GPU." in text and "Rows: 5." in text
