@@ -19,6 +19,7 @@ from benchmark.artifacts import ArtifactCache
 from benchmark.page_provenance import provenance_section
 from benchmark.plots import write_accuracy_plot
 from benchmark.relative import relative_scores
+from benchmark.reported import render_reported
 from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
 from benchmark.stats import CellStats, summarize, welch_t_test
 from benchmark.store import ResultRow
@@ -345,11 +346,17 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
         path.write_text(text, encoding="utf-8")
         written.append(path)
         links.append(f"- [{board.title}]({name})")
+    reported = out_dir / "reported.md"
+    reported.write_text(render_reported(), encoding="utf-8")
+    written.append(reported)
+    links.append("- [Reported by the papers (not measured here)](reported.md): EVLF, Minimax, D4M on ImageWoof, "
+                 "ImageNette, ImageIDC, with the `bench run` line for each column")
     index = out_dir / "index.md"
     listing = "\n".join(links) if links else "No successful runs yet."
     index.write_text(
-        f"# EVLF-Bench leaderboards\n\nEvery number was measured by the harness; each page states its protocol, "
-        f"budget, seeds and commit. Regenerate these pages from a result store with `bench leaderboard`.\n\n"
+        f"# EVLF-Bench leaderboards\n\nEvery number on the data-set pages was measured by the harness; each page "
+        f"states its protocol, budget, seeds, commit and machine. The last page holds the papers' own numbers, "
+        f"labelled as such. Regenerate these pages from a result store with `bench leaderboard`.\n\n"
         f"{listing}\n",
         encoding="utf-8",
     )

@@ -198,7 +198,7 @@ def test_write_leaderboards_files(tmp_path: Path) -> None:
                                    budget="paper"))
     paths = [p for p in write_leaderboards(rows, tmp_path / "boards") if p.suffix == ".md"]
     names = [p.name for p in paths]
-    assert names == ["fashion_mnist__dc-quick.md", "image_woof_64__idc-paper.md", "index.md"]
+    assert names == ["fashion_mnist__dc-quick.md", "image_woof_64__idc-paper.md", "reported.md", "index.md"]
     assert all(p.parent == tmp_path / "boards" and p.exists() for p in paths)
     assert paths[0].read_text().startswith(render_markdown(board_of(fmnist_rows())))
     index = paths[-1].read_text()
@@ -243,3 +243,20 @@ def test_provenance_counts_each_distilled_set_once_and_sums_evaluation() -> None
     assert table["herding"][2:] == ["30 s", "24 s", "IPC 10: 79,200"]  # one deterministic set shared by both seeds
     text = provenance_section(rows)
     assert "Commits: abc123." in text and "Machine: Test CPU; no GPU." in text and "Rows: 5." in text
+
+
+def test_reported_page_is_labelled_and_its_commands_name_registered_methods(tmp_path) -> None:
+    from benchmark.leaderboard import write_leaderboards
+    from benchmark.reported import IMAGEWOOF, SUBSETS, SUBSET_METHODS, WOOF_METHODS, harness_spec
+    from methods import resolve_method
+
+    write_leaderboards(fmnist_rows(), tmp_path)
+    page = (tmp_path / "reported.md").read_text()
+    assert page.startswith("# Reported by the papers (NOT measured by this harness)")
+    assert "(reported.md)" in (tmp_path / "index.md").read_text()
+    assert "34.9 / 39.3 / 38.5" in page and "| imageidc | 50 | 68.1 |" in page  # methods.md, verbatim
+    assert len(IMAGEWOOF[10]) == len(WOOF_METHODS) and all(len(v) == len(SUBSET_METHODS) for v in SUBSETS.values())
+    for method in {*WOOF_METHODS, *SUBSET_METHODS} - {"dm"}:
+        spec = harness_spec(method)
+        assert spec is not None and f"--methods '{spec}'" in page
+        resolve_method(spec)  # every command names a method the harness can build
