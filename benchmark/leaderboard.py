@@ -164,7 +164,7 @@ def _evlf_mark(evlf: list[float], base: list[float]) -> str:
     """`` Δ +1.2 ↑``: the difference of cell means from the base method, and the Welch mark."""
     if not evlf or not base:
         return ""
-    delta = f" Δ {sum(evlf) / len(evlf) - sum(base) / len(base):+.1f}"
+    delta = f" Δ {round(sum(evlf) / len(evlf) - sum(base) / len(base), 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
     if len(evlf) < 2 or len(base) < 2:
         return delta
     t, p = welch_t_test(evlf, base)
