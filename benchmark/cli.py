@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(run)
 
     lst = sub.add_parser("list", help="list registered names")
-    lst.add_argument("what", choices=["methods", "datasets", "archs", "protocols", "budgets"])
+    lst.add_argument("what", choices=["methods", "variants", "plugins", "datasets", "archs", "protocols", "budgets"])
     lst.add_argument("--json", action="store_true")
 
     res = sub.add_parser("results", help="print the rows of the result store")
@@ -234,8 +234,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             for it in items:
                 print(f"{it['protocol']}/{it['budget']}: {it['description']}")
         return 0
+    from methods.plugins import PLUGINS
+    from methods.registry import encoder_methods
+
+    def variants() -> list[str]:  # every method a plug-in combines with, written as it is run
+        return [f"{m}+{p}" for p in PLUGINS.names() for m in encoder_methods()]
+
     names = {"methods": METHODS.names, "datasets": dataset_names, "archs": ARCHS.names,
-             "protocols": PROTOCOLS.names}[args.what]()
+             "protocols": PROTOCOLS.names, "plugins": PLUGINS.names, "variants": variants}[args.what]()
     print(json.dumps(names) if args.json else "\n".join(names))
     return 0
 

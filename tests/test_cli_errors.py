@@ -1,6 +1,7 @@
 """Bad input: one line on stderr, exit code 2, no traceback, nothing started."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -64,3 +65,11 @@ def test_list_json(capsys):
         (p, b) for p in ("dc", "dsa", "idc", "softlabel") for b in ("paper", "quick", "smoke")}
     assert main(["list", "protocols"]) == 0
     assert capsys.readouterr().out.split() == ["dc", "dsa", "idc", "softlabel"]
+
+
+def test_list_plugins_and_variants(capsys):
+    assert main(["list", "plugins", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == ["evlf"]
+    assert main(["list", "variants", "--json"]) == 0
+    variants = json.loads(capsys.readouterr().out)
+    assert {"d4m+evlf", "dit+evlf", "minimax+evlf", "mgd3+evlf"} <= set(variants) and "random+evlf" not in variants

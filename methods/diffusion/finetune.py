@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
 from torch import nn
 from torch.nn import functional as F
 
@@ -97,6 +96,8 @@ def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, sche
              config: FinetuneConfig, null_label: int, extra_loss: ExtraLoss | None = None,
              progress: ProgressFn = no_progress) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune a copy of a class DiT on (latents, labels); returns the EMA model and a log."""
+    from diffusers import DDPMScheduler
+
     model = copy.deepcopy(model).train()
     device = next(model.parameters()).device
     model.requires_grad_(False)

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from benchmark.errors import BenchError
 from methods.diffusion.context import DiffusionContext
 
-SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+# sampler name -> diffusers scheduler class (imported when a sampler is built: listing methods stays cheap)
+SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def make_scheduler(scheduler_config: dict, config: SamplerConfig, device: torch.device | None = None):
     """A fresh DDPM or DDIM scheduler from a backbone's config, with ``config.steps`` timesteps."""
-    scheduler = SCHEDULERS[config.kind].from_config(scheduler_config)
+    import diffusers
+
+    scheduler = getattr(diffusers, SCHEDULERS[config.kind]).from_config(scheduler_config)
     scheduler.set_timesteps(config.steps, device=device)
     return scheduler
 
