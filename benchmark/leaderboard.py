@@ -346,6 +346,11 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
         path.write_text(text, encoding="utf-8")
         written.append(path)
         links.append(f"- [{board.title}]({name})")
+    measured: dict[str, list[str]] = defaultdict(list)
+    for board in build_leaderboards(rows):
+        measured[board.dataset].append(f"{board.protocol}/{board.budget}")
+    budgets = "".join(f"\n\nMeasured for {dataset}: {', '.join(names)} (protocol/budget); no other budget was run."
+                      for dataset, names in sorted(measured.items()))
     reported = out_dir / "reported.md"
     reported.write_text(render_reported(), encoding="utf-8")
     written.append(reported)
@@ -357,7 +362,7 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
         f"# EVLF-Bench leaderboards\n\nEvery number on the data-set pages was measured by the harness; each page "
         f"states its protocol, budget, seeds, commit and machine. The last page holds the papers' own numbers, "
         f"labelled as such. Regenerate these pages from a result store with `bench leaderboard`.\n\n"
-        f"{listing}\n",
+        f"{listing}{budgets}\n",
         encoding="utf-8",
     )
     written.append(index)
