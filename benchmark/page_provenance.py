@@ -65,7 +65,8 @@ def provenance_section(rows: list[ResultRow]) -> str:
         f"- Packages: {listing or NOT_RECORDED}.\n"
         f"- Machine: {'; '.join(m for m in machines if m != NOT_RECORDED) or NOT_RECORDED}{machine_note}.\n"
         f"- Rows: {len(rows)}. Compute is summed over them: distillation counts each distilled set once "
-        "(cache hits add nothing; shared backbones, fine-tuned denoisers and EVLF modules are trained "
-        "outside the rows and not included), evaluation is student training plus test scoring.\n\n"
+        "(at its original distillation time, also when later runs read it from the cache; shared "
+        "backbones, fine-tuned denoisers and EVLF modules are trained outside the rows and not included), "
+        "evaluation is student training plus test scoring.\n\n"
         f"{table}\n"
     )
