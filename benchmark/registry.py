@@ -35,6 +35,16 @@ class Registry(Generic[T]):
 
         return deco
 
+    def named(self, name: str) -> Callable[[T], T]:
+        """Class decorator: register under ``name`` and set the class's ``name`` attribute to it."""
+
+        def deco(obj: T) -> T:
+            obj.name = name  # type: ignore[attr-defined]
+            self.add(name, obj)
+            return obj
+
+        return deco
+
     def add(self, name: str, obj: T | str) -> None:
         """Add an entry, or a lazy ``"module:attr"`` reference to one."""
         if not name or name != name.strip():

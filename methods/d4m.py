@@ -16,8 +16,6 @@ import torch
 from benchmark.datasets.base import Dataset
 from methods.base import DistillContext
 from methods.diffusion.context import DiffusionContext
-from methods.diffusion.kmeans import class_centres
-from methods.diffusion.latents import train_latents
 from methods.diffusion.method import DiffusionDistiller, DiffusionOptions
 from methods.diffusion.samplers import img2img
 from methods.registry import register_method
@@ -47,10 +45,7 @@ class D4M(DiffusionDistiller):
 
     def generate(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
                  ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        ctx.report("encoding real images")
-        latents, labels = train_latents(dctx, data, ctx.cache)
-        ctx.report("k-means prototypes")
-        prototypes, proto_labels = class_centres(latents, labels, data.num_classes, ipc, generator)
+        prototypes, proto_labels = self.class_centres(dctx, data, ipc, generator, ctx, "prototypes")
         ctx.report("img2img")
         s = self.settings
         out = img2img(dctx, prototypes, proto_labels, s.strength, self.sampler_config(), generator,

@@ -15,8 +15,6 @@ import torch
 from benchmark.datasets.base import Dataset
 from methods.base import DistillContext
 from methods.diffusion.context import DiffusionContext
-from methods.diffusion.kmeans import class_centres
-from methods.diffusion.latents import train_latents
 from methods.diffusion.method import DiffusionDistiller, DiffusionOptions
 from methods.diffusion.samplers import StepState, sample_class
 from methods.dit import SAMPLING
@@ -63,10 +61,7 @@ class MGD3(DiffusionDistiller):
 
     def generate(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
                  ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        ctx.report("encoding real images")
-        latents, labels = train_latents(dctx, data, ctx.cache)
-        ctx.report("k-means modes")
-        modes, mode_labels = class_centres(latents, labels, data.num_classes, ipc, generator)
+        modes, mode_labels = self.class_centres(dctx, data, ipc, generator, ctx, "modes")
         ctx.report("mode-guided sampling")
         # One batch: the callback's modes line up with the batch's samples.
         out = sample_class(dctx, mode_labels, self.sampler_config(), generator, callback=self.guidance(modes),

@@ -62,10 +62,4 @@ PLUGINS: Registry[type[Plugin]] = Registry(
 
 def register_plugin(name: str):
     """Class decorator that registers a `Plugin` subclass under ``name``."""
-
-    def deco(cls: type[Plugin]) -> type[Plugin]:
-        cls.name = name
-        PLUGINS.add(name, cls)
-        return cls
-
-    return deco
+    return PLUGINS.named(name)

@@ -24,13 +24,7 @@ METHODS: Registry[type[Distiller]] = Registry(
 
 def register_method(name: str):
     """Class decorator that registers a `Distiller` subclass under ``name``."""
-
-    def deco(cls: type[Distiller]) -> type[Distiller]:
-        cls.name = name
-        METHODS.add(name, cls)
-        return cls
-
-    return deco
+    return METHODS.named(name)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,18 @@ class DiffusionDistiller(Distiller):
             dctx = plugin.wrap(dctx, data, ctx)
         return dctx
 
+    def class_centres(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
+                      ctx: DistillContext, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """IPC k-means centres per class of the hook's latents of the training split, and their
+        labels (D4M's prototypes, MGD3's modes)."""
+        from methods.diffusion.kmeans import class_centres
+        from methods.diffusion.latents import train_latents
+
+        ctx.report("encoding real images")
+        latents, labels = train_latents(dctx, data, ctx.cache)
+        ctx.report(f"k-means {what}")
+        return class_centres(latents, labels, data.num_classes, ipc, generator)
+
     def prepare(self, data: Dataset, ctx: DistillContext) -> None:
         ctx.report(f"loading or training the '{self.options.backbone}' backbone for {data.name}")
         self.prepare_context(self.context(data, ctx, prepare=True), data, ctx)
