@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from golden import check_golden
+
 PLUGINS = Path(__file__).parent / "plugins"
 GRID = ["--datasets", "digits", "--ipc", "1,5", "--archs", "convnet3", "--seeds", "2", "--budget", "smoke"]
 
@@ -45,6 +47,7 @@ def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
                for k in ("recognizability", "fd_teacher", "coverage"))
     assert all((r["diversity"] is None) == (r["ipc"] == 1) for r in rows if r["method"] != "full")
     assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 100 for r in rows)
+    check_golden("selection", rows)
     assert all(r["protocol"] == "dc" and r["budget"] == "smoke" and r["arch"] == "convnet3" for r in rows)
     assert all(r["versions"]["torch"] == "2.14.1" or r["versions"]["torch"].startswith("2.14.1") for r in rows)
     assert "random" in first.stdout and "IPC 5" in first.stdout  # the closing leaderboard
@@ -135,6 +138,7 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
     assert sorted(r["method"] for r in rows) == sorted(resolve_method(m).label for m in SMOKE_GENERATIVE)
     assert all(r["status"] == "ok" and r["metrics"]["images"] == 20 and r["recognizability"] is not None
                for r in rows)
+    check_golden("generative", rows)
     configs = [r["config"]["method_config"] for r in rows]
     assert all(c["preset"] == "small" and c["options"]["steps"] == 50 for c in configs)  # resolved presets
     assert (cache / "backbone").is_dir() and (cache / "finetuned-denoiser").is_dir()  # trained once, cached
