@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.errors import BenchError
-from benchmark.spec import parse_named_list, parse_positive_ints
+from core.errors import BenchError
+from core.spec import parse_named_list, parse_positive_ints
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 1
@@ -122,7 +122,7 @@ def _store(args: argparse.Namespace):
 
 
 def _cache(args: argparse.Namespace):
-    from benchmark.artifacts import ArtifactCache, default_cache_root
+    from core.artifacts import ArtifactCache, default_cache_root
 
     return ArtifactCache(args.cache or default_cache_root())
 
@@ -192,9 +192,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json as _json
     from pathlib import Path as _Path
 
-    from benchmark.datasets import load_dataset
+    from core.datasets import load_dataset
     from benchmark.external_sets import content_hash, load_external
-    from benchmark.grid import group_jobs
+    from core.runs import group_jobs
     from benchmark.plan import GridRequest
 
     data = load_dataset(args.dataset)
@@ -219,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from benchmark.datasets import dataset_names
+    from core.datasets import dataset_names
     from evaluators.archs import ARCHS
     from evaluators.protocols import PROTOCOLS
     from methods import METHODS

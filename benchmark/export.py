@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
-from benchmark.errors import BenchError
-from benchmark.grid import DistillJob
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.errors import BenchError
+from core.runs import DistillJob
 from benchmark.trial import distill_job
 from methods import resolve_method
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmark.datasets.base import Dataset
-from benchmark.errors import BenchError
+from core.datasets.base import Dataset
+from core.errors import BenchError
 from evaluators.evaluate import check_distilled
 from methods.base import DistilledSet
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
-from benchmark.artifacts import ArtifactCache
+from core.artifacts import ArtifactCache
 from benchmark.page_provenance import provenance_section
 from benchmark.plots import write_accuracy_plot
 from benchmark.relative import relative_scores

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
-from benchmark.artifacts import content_key
+from core.artifacts import content_key
 from benchmark.store import ResultRow
 
 NOT_RECORDED = "not recorded"

@@ -5,9 +5,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from benchmark.datasets import load_dataset
-from benchmark.errors import BenchError
-from benchmark.grid import RunSpec
+from core.datasets import load_dataset
+from core.errors import BenchError
+from core.runs import RunSpec
 from evaluators.archs import ARCHS, build_student
 from evaluators.evaluate import shape_of
 from evaluators.protocols import resolve

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
 
 
 class PhaseProgress:

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
-from benchmark.errors import BenchError
-from benchmark.grid import DistillJob, RunSpec, group_jobs
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.errors import BenchError
+from core.runs import DistillJob, RunSpec, group_jobs
 from benchmark.progress import GridProgress
 from benchmark.provenance import git_commit, versions
 from benchmark.store import ResultRow, ResultStore

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.grid import DistillJob
+from core.artifacts import ArtifactCache
+from core.runs import DistillJob
 from benchmark.store import ResultRow
 
 MAX_IPC = 10

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
 from methods import resolve_method
 from methods.base import DistillContext
 

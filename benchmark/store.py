@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 SCHEMA_VERSION = 1
 DB_NAME = "bench.sqlite3"

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
-from benchmark.grid import DistillJob, RunSpec
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.runs import DistillJob, RunSpec
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
 from evaluators.quality import measure

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from benchmark.artifacts import ArtifactCache, default_cache_root
-from benchmark.datasets import load_dataset
+from core.artifacts import ArtifactCache, default_cache_root
+from core.datasets import load_dataset
 from methods.diffusion.backbone import get_backbone
 from methods.diffusion.context import DiffusionContext
 from methods.evlf.training import ARTIFACT_KIND, EVLFOptions, train_fusion

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmark.datasets import load_dataset
+from core.datasets import load_dataset
 from evaluators.archs import StudentShape, build_student
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve

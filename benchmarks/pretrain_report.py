@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmark.artifacts import default_cache_root
+from core.artifacts import default_cache_root
 
 
 def bench_pretrain(dataset: str, recipe: str, cache: Path) -> tuple[float, dict]:

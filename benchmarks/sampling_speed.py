@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from benchmark.artifacts import ArtifactCache, default_cache_root
-from benchmark.datasets import load_dataset
+from core.artifacts import ArtifactCache, default_cache_root
+from core.datasets import load_dataset
 from methods.diffusion.backbone import Backbone
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.samplers import SamplerConfig, sample_class, sample_text

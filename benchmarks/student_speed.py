@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from benchmark.datasets import load_dataset
+from core.datasets import load_dataset
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import DC, Schedule
 from evaluators.train import accuracy, normalise, train

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmark.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets.base import Dataset
-from benchmark.errors import BenchError
+from core.artifacts import ArtifactCache
+from core.datasets.base import Dataset
+from core.errors import BenchError
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import Budget, Protocol
 from evaluators.train import Validation, accuracy, normalise, train

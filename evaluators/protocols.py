@@ -11,8 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from benchmark.errors import UnknownNameError
-from benchmark.registry import Registry
+from core.errors import UnknownNameError
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

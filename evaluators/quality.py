@@ -20,7 +20,7 @@ import torch
 from scipy import linalg
 from torch.nn import functional as F
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from evaluators.train import embed, normalise
 from evaluators.teacher import Teacher
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmark.artifacts import ArtifactCache, content_key
-from benchmark.datasets.base import Dataset
+from core.artifacts import ArtifactCache, content_key
+from core.datasets.base import Dataset
 from evaluators.archs import build_student
 from evaluators.evaluate import shape_of
 from evaluators.protocols import DC, Budget, Schedule

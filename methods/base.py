@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets.base import Dataset
-from benchmark.errors import BenchError
+from core.artifacts import ArtifactCache
+from core.datasets.base import Dataset
+from core.errors import BenchError
 
 if TYPE_CHECKING:
     from methods.plugins import Plugin

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from methods.diffusion.finetune import FinetuneConfig
 from methods.diffusion.method import ClassSampling, DiffusionOptions, Finetuning
 from methods.registry import register_method

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.datasets.base import Dataset
-from benchmark.errors import BenchError
+from core.datasets.base import Dataset
+from core.errors import BenchError
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 

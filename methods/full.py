@@ -5,7 +5,7 @@ arch, seed) with the budget's step-sized schedule and shows it beside every IPC 
 """
 from __future__ import annotations
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from evaluators.teacher import TeacherRecipe, get_teacher
 from evaluators.train import embed, normalise
 from methods.base import DistillContext, DistilledSet, Distiller

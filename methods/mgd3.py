@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from methods.base import DistillContext
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.method import DiffusionDistiller, DiffusionOptions

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from methods.diffusion.finetune import FinetuneConfig
 from methods.diffusion.method import ClassSampling, DiffusionOptions, Finetuning
 from methods.dit import SAMPLING

@@ -15,10 +15,10 @@ import dataclasses
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from benchmark.registry import Registry
+from core.registry import Registry
 
 if TYPE_CHECKING:
-    from benchmark.datasets.base import Dataset
+    from core.datasets.base import Dataset
     from methods.base import DistillContext
     from methods.diffusion.context import DiffusionContext
 

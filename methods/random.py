@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.datasets.base import Dataset
+from core.datasets.base import Dataset
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from benchmark.errors import BenchError
-from benchmark.registry import Registry
-from benchmark.spec import NamedSpec, parse_named
+from core.errors import BenchError
+from core.registry import Registry
+from core.spec import NamedSpec, parse_named
 from methods.base import Distiller, option_names, parse_options
 
 if TYPE_CHECKING:

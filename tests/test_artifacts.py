@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.artifacts import ArtifactCache, content_key, default_cache_root
-from benchmark.errors import BenchError
+from core.artifacts import ArtifactCache, content_key, default_cache_root
+from core.errors import BenchError
 
-LOGGER = "benchmark.artifacts"
+LOGGER = "core.artifacts"
 
 
 def sample() -> dict:

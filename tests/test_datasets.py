@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.datasets import clear_cache, dataset_names, load_dataset
-from benchmark.datasets.base import Split
-from benchmark.datasets.fashion_mnist import DEBIAN_DIR, FILES
-from benchmark.datasets.imagefolder import IMAGENETTE, IMAGEWOOF
-from benchmark.datasets.splits import stable_seed, stratified_holdout
-from benchmark.errors import BenchError, DataMissingError, UnknownNameError
+from core.datasets import clear_cache, dataset_names, load_dataset
+from core.datasets.base import Split
+from core.datasets.fashion_mnist import DEBIAN_DIR, FILES
+from core.datasets.imagefolder import IMAGENETTE, IMAGEWOOF
+from core.datasets.splits import stable_seed, stratified_holdout
+from core.errors import BenchError, DataMissingError, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_FMNIST = all((DEBIAN_DIR / f"{stem}.gz").is_file() for stem in FILES.values())
@@ -172,7 +172,7 @@ def test_validation_split_ignores_run_seeds_and_memo():
 
 _SPLIT_IN_CHILD = """
 import torch
-from benchmark.datasets.splits import stable_seed, stratified_holdout
+from core.datasets.splits import stable_seed, stratified_holdout
 labels = torch.arange(7).repeat_interleave(50)
 print(stratified_holdout(labels, 0.1, None, stable_seed("digits", "val"))[1].tolist())
 """

@@ -11,8 +11,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from benchmark.datasets import load_dataset
-from benchmark.errors import BenchError
+from core.datasets import load_dataset
+from core.errors import BenchError
 from methods.diffusion import DiffusionContext, get_backbone
 from methods.diffusion.samplers import SamplerConfig, img2img, sample_class, sample_text
 

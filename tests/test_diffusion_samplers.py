@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.diffusion.backbone import Backbone, check_resolution, require_denoiser
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.samplers import (ClassGuided, SamplerConfig, StepState, TextGuided, make_scheduler, sample,

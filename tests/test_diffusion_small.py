@@ -7,9 +7,9 @@ import time
 import pytest
 from PIL import Image
 
-from benchmark.artifacts import ArtifactCache
+from core.artifacts import ArtifactCache
 from benchmark.cli import main
-from benchmark.datasets import load_dataset
+from core.datasets import load_dataset
 from methods.diffusion import get_backbone
 
 KEYS = {"recon_mse", "teacher_acc_recon", "teacher_acc_real", "sample_acc_class_denoiser",

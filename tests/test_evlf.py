@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
-from benchmark.errors import BenchError
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.errors import BenchError
 from methods.base import DistillContext, parse_options
 from methods.diffusion.context import DiffusionContext
 from methods.evlf import training

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.plan import GridRequest, plan_runs
 from methods import resolve_method
 from methods.diffusion.finetune import FinetuneConfig, finetune, trainable_parameters
@@ -228,8 +228,8 @@ SMOKE_EVLF = "train_steps=30,width=32,heads=2,ffn=64,diag_images=100"
 
 @pytest.fixture(scope="module")
 def smoke_setup(tmp_path_factory):
-    from benchmark.artifacts import ArtifactCache
-    from benchmark.datasets import load_dataset
+    from core.artifacts import ArtifactCache
+    from core.datasets import load_dataset
     from methods.base import DistillContext
     from methods.plugins import PLUGINS, Plugin, register_plugin
 

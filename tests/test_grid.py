@@ -1,5 +1,5 @@
 """Grid expansion: content hashes, one job per distilled set, `full` independent of IPC."""
-from benchmark.grid import group_jobs
+from core.runs import group_jobs
 from benchmark.plan import GridRequest, plan_runs
 
 

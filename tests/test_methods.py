@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from benchmark.artifacts import ArtifactCache
-from benchmark.datasets import load_dataset
-from benchmark.errors import BenchError
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.errors import BenchError
 from methods import resolve_method
 from methods.base import DistillContext, DistilledSet
 from methods.herding import herding_order

@@ -1,7 +1,7 @@
 """Protocols as data: the DC schedule and the named budgets."""
 import pytest
 
-from benchmark.errors import UnknownNameError
+from core.errors import UnknownNameError
 from evaluators.protocols import DC, resolve
 
 

@@ -1,9 +1,9 @@
 """Registries and command-line specs."""
 import pytest
 
-from benchmark.errors import BenchError, SpecError, UnknownNameError
-from benchmark.registry import Registry
-from benchmark.spec import parse_named, parse_named_list, parse_positive_ints
+from core.errors import BenchError, SpecError, UnknownNameError
+from core.registry import Registry
+from core.spec import parse_named, parse_named_list, parse_positive_ints
 from evaluators.archs import ARCHS
 from evaluators.protocols import PROTOCOLS
 from methods import METHODS, resolve_method
@@ -28,7 +28,7 @@ def test_unknown_name_lists_valid_names_and_closest_match():
 def test_lazy_entries_resolve_on_first_use_and_are_type_checked():
     reg = Registry("method", check=lambda o: isinstance(o, type) and issubclass(o, Distiller))
     reg.add("random-lazy", "methods.random:RandomSubset")
-    reg.add("not-a-method", "benchmark.spec:parse_named")
+    reg.add("not-a-method", "core.spec:parse_named")
     assert reg.get("random-lazy").__name__ == "RandomSubset"
     with pytest.raises(TypeError):
         reg.get("not-a-method")

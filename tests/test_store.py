@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.store import ResultRow, ResultStore, default_store_root
 
 

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from benchmark.datasets import load_dataset
+from core.datasets import load_dataset
 from evaluators.archs import StudentShape, build_student
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmark.plan import GridRequest, plan_runs
-from benchmark.grid import group_jobs
+from core.runs import group_jobs
 from benchmark.trial import execute_job
 
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError
-from benchmark.registry import Registry
+from core.errors import BenchError
+from core.registry import Registry
 from methods.diffusion.text import TextEncoder
 
 DenoiserKind = Literal["class", "text"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.nn import functional as F
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.diffusion.backbone import Backbone
 
 

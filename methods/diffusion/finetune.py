@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.artifacts import ArtifactCache, content_key
+from core.artifacts import ArtifactCache, content_key
 from methods.diffusion.backbone import ProgressFn, no_progress
 from methods.diffusion.context import DiffusionContext
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.artifacts import ArtifactCache, content_key
+from core.artifacts import ArtifactCache, content_key
 from methods.diffusion.context import DiffusionContext
 
 KIND = "hook-latents"

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from benchmark.datasets.base import Dataset
-from benchmark.errors import BenchError
+from core.datasets.base import Dataset
+from core.errors import BenchError
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, require_denoiser
 from methods.diffusion.context import DiffusionContext

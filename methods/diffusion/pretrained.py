@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from benchmark.artifacts import content_key
-from benchmark.errors import BenchError
+from core.artifacts import content_key
+from core.errors import BenchError
 from methods.diffusion.backbone import Backbone, check_resolution
 from methods.diffusion.text import TextEncoder
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torchvision.utils import save_image
 
-from benchmark.artifacts import ArtifactCache, content_key
+from core.artifacts import ArtifactCache, content_key
 from evaluators.teacher import TeacherRecipe, get_teacher
 from evaluators.train import accuracy, normalise
 from methods.diffusion.backbone import Backbone, ProgressFn, no_progress

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.diffusion.context import DiffusionContext
 
 # sampler name -> diffusers scheduler class (imported when a sampler is built: listing methods stays cheap)

@@ -13,9 +13,9 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DConditionModel
 from diffusers.models.embeddings import LabelEmbedding
 
-from benchmark.artifacts import ArtifactCache, content_key
-from benchmark.errors import BenchError
-from benchmark.registry import Registry
+from core.artifacts import ArtifactCache, content_key
+from core.errors import BenchError
+from core.registry import Registry
 from methods.diffusion.backbone import FITS, Backbone, ProgressFn, check_resolution, no_progress
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder, load_minilm, minilm_version

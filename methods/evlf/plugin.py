@@ -12,7 +12,7 @@ from methods.evlf.training import EVLFOptions, TrainedFusion, get_fusion, load_f
 from methods.plugins import Plugin, register_plugin
 
 if TYPE_CHECKING:
-    from benchmark.datasets.base import Dataset
+    from core.datasets.base import Dataset
     from methods.base import DistillContext
     from methods.diffusion.context import DiffusionContext
 

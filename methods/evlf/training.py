@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from benchmark.artifacts import ArtifactCache, content_key
-from benchmark.datasets.base import Dataset
-from benchmark.errors import BenchError
+from core.artifacts import ArtifactCache, content_key
+from core.datasets.base import Dataset
+from core.errors import BenchError
 from methods.diffusion.backbone import ProgressFn, no_progress
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.datasets.base import Dataset, Split, register_dataset
-from benchmark.datasets.splits import carve_test, carve_validation
+from core.datasets.base import Dataset, Split, register_dataset
+from core.datasets.splits import carve_test, carve_validation
 
 CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PROMPTS = tuple(f"the digit {name}" for name in CLASS_NAMES)

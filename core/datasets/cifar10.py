@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.datasets.base import Dataset, Split, register_dataset
-from benchmark.datasets.splits import carve_validation
-from benchmark.errors import DataMissingError
+from core.datasets.base import Dataset, Split, register_dataset
+from core.datasets.splits import carve_validation
+from core.errors import DataMissingError
 
 ENV_VAR = "BENCH_CIFAR10_ROOT"
 DEFAULT_ROOT = Path("~/.cache/evlf-bench/data/cifar10")

@@ -7,10 +7,10 @@ import re
 import types
 import typing
 
-from benchmark.datasets import cifar10, digits, fashion_mnist, imagefolder  # noqa: F401  (they register)
-from benchmark.datasets.base import DATASETS, Dataset, Split
-from benchmark.errors import BenchError
-from benchmark.spec import parse_named
+from core.datasets import cifar10, digits, fashion_mnist, imagefolder  # noqa: F401  (they register)
+from core.datasets.base import DATASETS, Dataset, Split
+from core.errors import BenchError
+from core.spec import parse_named
 
 __all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "dataset_names", "clear_cache"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.datasets.base import Dataset, Split, register_dataset
-from benchmark.datasets.splits import carve_validation
-from benchmark.errors import BenchError, DataMissingError
+from core.datasets.base import Dataset, Split, register_dataset
+from core.datasets.splits import carve_validation
+from core.errors import BenchError, DataMissingError
 
 ENV_VAR = "BENCH_FASHION_MNIST_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from benchmark.errors import UnknownNameError
+from core.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmark.datasets.base import Dataset, Split, register_dataset
-from benchmark.datasets.splits import carve_validation
-from benchmark.errors import BenchError, DataMissingError
+from core.datasets.base import Dataset, Split, register_dataset
+from core.datasets.splits import carve_validation
+from core.errors import BenchError, DataMissingError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 try:  # POSIX advisory locks; without them concurrent writers are still atomic per file.
     import fcntl
 except ImportError:  # pragma: no cover - not Linux
     fcntl = None  # type: ignore[assignment]
 
-log = logging.getLogger("benchmark.artifacts")
+log = logging.getLogger("core.artifacts")
 
 KEY_LENGTH = 20
 # kind and key become path parts: refuse separators, "..", and hidden names.

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.artifacts import content_key
+from core.artifacts import content_key
 
 HARNESS_VERSION = 1  # bump when a change alters what any run computes
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmark.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,13 @@ class Dataset:
                 h.update(split.labels.numpy().tobytes())
             self._fingerprint.append(h.hexdigest()[:16])
         return self._fingerprint[0]
+
+
+def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Map [0, 1] images to a data set's standardised space."""
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images - m) / s
 
 
 DatasetLoader = Callable[..., Dataset]

@@ -10,7 +10,7 @@ import hashlib
 
 import torch
 
-from benchmark.datasets.base import Split
+from core.datasets.base import Split
 
 VAL_FRACTION = 0.1
 VAL_CAP = 5_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from benchmark.errors import SpecError
+from core.errors import SpecError
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_.:/+\-]+)\s*(?:\[(.*)\])?\s*$")
 
