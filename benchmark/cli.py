@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(run)
 
     lst = sub.add_parser("list", help="list registered names")
-    lst.add_argument("what", choices=["methods", "variants", "plugins", "datasets", "archs", "protocols", "budgets"])
+    lst.add_argument("what", choices=["methods", "variants", "plugins", "grid", "datasets", "archs", "protocols",
+                                      "budgets"], help="grid: the methods `bench run` runs without --methods")
     lst.add_argument("--json", action="store_true")
 
     res = sub.add_parser("results", help="print the rows of the result store")
@@ -189,20 +190,20 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Check an external set, put it in the cache under its content key, and score it."""
-    import json as _json
-    from pathlib import Path as _Path
-
-    from core.datasets import load_dataset
     from benchmark.external_sets import content_hash, load_external
-    from core.runs import group_jobs
     from benchmark.plan import GridRequest
+    from benchmark.trial import place_set
+    from methods import resolve_method
+    from core.datasets import load_dataset
+    from core.runs import group_jobs
 
     data = load_dataset(args.dataset)
     dset, ipc = load_external(args.data, data)
-    name = args.name or _Path(args.data).expanduser().resolve().name.split(".")[0]
+    name = args.name or Path(args.data).expanduser().resolve().name.split(".")[0]
     if not name or any(ch in name for ch in "[],="):
         raise BenchError(f"--name '{name}' must be non-empty and free of '[', ']', ',' and '='")
     spec = f"external[name={name},sha256={content_hash(dset)}]"
+    label = resolve_method(spec).label
     req = GridRequest(methods=(spec,), datasets=(args.dataset,), ipcs=(ipc,),
                       archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()),
                       protocol=args.protocol, budget=args.budget,
@@ -210,10 +211,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     def place_in_cache(plan, cache) -> None:
         for job in group_jobs(plan.runs):
-            if job.method.startswith("external:"):
-                key = job.distill_key(_json.loads(job.runs[0].method_config), data.fingerprint(), True)
-                dset.meta.update({"source": str(args.data), "method": job.method})
-                cache.save("distilled", key, dset.to_state(), meta={"source": str(args.data)})
+            if job.method == label:
+                dset.meta["source"] = str(args.data)
+                place_set(job, data, dset, cache)
 
     return _execute(req, args, before_run=place_in_cache)
 
@@ -222,7 +222,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from core.datasets import dataset_names
     from evaluators.archs import ARCHS
     from evaluators.protocols import PROTOCOLS
-    from methods import METHODS
+    from methods import METHODS, default_methods
 
     if args.what == "budgets":
         items = [{"protocol": p, "budget": b.name, "epochs": b.epochs, "full_steps": b.full_steps,
@@ -241,7 +241,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return [f"{m}+{p}" for p in PLUGINS.names() for m in encoder_methods()]
 
     names = {"methods": METHODS.names, "datasets": dataset_names, "archs": ARCHS.names,
-             "protocols": PROTOCOLS.names, "plugins": PLUGINS.names, "variants": variants}[args.what]()
+             "protocols": PROTOCOLS.names, "plugins": PLUGINS.names, "variants": variants,
+             "grid": lambda: list(default_methods())}[args.what]()
     print(json.dumps(names) if args.json else "\n".join(names))
     return 0
 

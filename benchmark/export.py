@@ -5,20 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
+from benchmark.sample_grids import save_class_grid
+from benchmark.trial import distill_job
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
 from core.runs import DistillJob
-from benchmark.trial import distill_job
 from methods import resolve_method
-
-
-def class_grid_order(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, int]:
-    """Indices that lay the set out one class per row, and the row length."""
-    per_class = [torch.nonzero(labels == c, as_tuple=False).flatten() for c in range(num_classes)]
-    return torch.cat(per_class), max(1, max(len(p) for p in per_class))
 
 
 def export_set(method: str, dataset: str, ipc: int, seed: int, cache: ArtifactCache, out: Path) -> list[Path]:
@@ -39,7 +33,6 @@ def export_set(method: str, dataset: str, ipc: int, seed: int, cache: ArtifactCa
     pt = out / f"{stem}.pt"
     torch.save({"images": dset.images.float().clamp(0, 1), "labels": dset.labels.long(),
                 "meta": dset.meta}, pt)
-    order, nrow = class_grid_order(dset.labels, data.num_classes)
     png = out / f"{stem}.png"
-    save_image(dset.images[order], png, nrow=nrow, padding=1)
+    save_class_grid(dset.images, dset.labels, png)
     return [pt, png]

@@ -1,5 +1,5 @@
 """Reading a distilled set made elsewhere: a `.pt` file (``images`` N x C x H x W in [0, 1],
-``labels`` int64, optional ``soft_labels``; what `bench export` writes) or an ImageFolder tree
+``labels`` int64; what `bench export` writes) or an ImageFolder tree
 of PNG/JPEG files (one folder per class, named by class index or class name)."""
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from core.datasets.base import Dataset
+from core.distilled import DistilledSet, check_distilled
 from core.errors import BenchError
-from evaluators.evaluate import check_distilled
-from methods.base import DistilledSet
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -32,8 +31,10 @@ def _from_pt(path: Path) -> DistilledSet:
         raise BenchError(f"{path}: images must be N x C x H x W, got shape {tuple(images.shape)}")
     if labels.dtype.is_floating_point:
         raise BenchError(f"{path}: labels must be integer class indices")
-    soft = state.get("soft_labels")
-    return DistilledSet(images.float(), labels.long().flatten(), soft if isinstance(soft, torch.Tensor) else None)
+    if state.get("soft_labels") is not None:
+        raise BenchError(f"{path}: holds 'soft_labels', which no protocol of this harness trains on; save hard "
+                         "'labels' only (the softlabel protocol relabels every set with its own teacher)")
+    return DistilledSet(images.float(), labels.long().flatten())
 
 
 def _class_index(folder: str, data: Dataset) -> int:
@@ -70,10 +71,10 @@ def load_external(path: str | Path, data: Dataset) -> tuple[DistilledSet, int]:
     if not path.exists():
         raise BenchError(f"{path} does not exist")
     dset = _from_folder(path, data) if path.is_dir() else _from_pt(path)
-    if dset.images.min() < 0 or dset.images.max() > 1:
-        raise BenchError(f"{path}: image values must lie in [0, 1] (got {float(dset.images.min()):.3g} to "
-                         f"{float(dset.images.max()):.3g})")
-    check_distilled(dset.images, dset.labels, data)
+    try:
+        check_distilled(dset.images, dset.labels, data)
+    except BenchError as exc:
+        raise BenchError(f"{path}: {exc}") from None
     counts = torch.bincount(dset.labels, minlength=data.num_classes).tolist()
     if len(set(counts)) != 1:
         raise BenchError(f"{path}: classes hold different numbers of images ({counts}); IPC must be equal")

@@ -15,20 +15,19 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
-from core.artifacts import ArtifactCache
 from benchmark.page_provenance import provenance_section
 from benchmark.plots import write_accuracy_plot
-from benchmark.relative import relative_scores
+from benchmark.relative import FULL, RANDOM, relative_scores
 from benchmark.reported import render_reported
 from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
 from benchmark.stats import CellStats, summarize, welch_t_test
-from benchmark.store import ResultRow
+from core.artifacts import ArtifactCache
+from core.rows import ResultRow
+from methods.base import GROUPS
+from methods.registry import base_of, method_group, plugin_names
 
-FULL = "full"
-RANDOM = "random"
-FULL_LABEL = "full (reference)"
+FULL_LABEL = f"{FULL} (reference)"
 EMPTY = "—"
-EVLF = "+evlf"
 ALPHA = 0.05
 GAIN, LOSS = "↑", "↓"
 
@@ -59,10 +58,9 @@ _Column = tuple[int | None, str]
 
 
 def _method_order(method: str) -> tuple[int, str, str]:
-    # references first, then the selection baseline, then the generative methods (each
-    # variant right after its base, by name)
-    rank = {FULL: 0, RANDOM: 1, "herding": 2}.get(method, 3)
-    return rank, method.lower(), method
+    # by the group each method declares (reference, baseline, selection, generative, ...),
+    # then by name, which puts each plug-in variant right after its base
+    return GROUPS.index(method_group(method)), method.lower(), method
 
 
 def _cell_text(s: CellStats) -> str:
@@ -97,6 +95,7 @@ def _build_board(dataset: str, protocol: str, budget: str, rows: list[ResultRow]
         (m, col): summarize(v) for m in methods for col in columns if (v := cell_values(m, col))
     }
 
+    bases = {m: base_of(m) for m in methods}  # a plug-in variant's base method, as the plug-in pairs them
     table: list[tuple[str, list[str]]] = []
     bold: set[tuple[int, int]] = set()
     for i, m in enumerate(methods):
@@ -104,8 +103,8 @@ def _build_board(dataset: str, protocol: str, budget: str, rows: list[ResultRow]
         for col in columns:
             s = stats.get((m, col))
             text = EMPTY if s is None else _cell_text(s)
-            if s is not None and EVLF in m:
-                text += _evlf_mark(cell_values(m, col), cell_values(m.replace(EVLF, "", 1), col))
+            if s is not None and bases[m] is not None:
+                text += _delta_mark(cell_values(m, col), cell_values(bases[m], col))
             cells.append(text)
         table.append((FULL_LABEL if m == FULL else m, cells))
 
@@ -117,7 +116,7 @@ def _build_board(dataset: str, protocol: str, budget: str, rows: list[ResultRow]
             best = max(shown.values())
             bold |= {(i, j) for i, v in shown.items() if v == best}
 
-    notes = _notes(protocol, budget, rows, methods, columns, stats, several)
+    notes = _notes(protocol, budget, rows, methods, columns, stats, several, bases)
     return Leaderboard(
         dataset=dataset, protocol=protocol, budget=budget,
         columns=[_column_label(c, several) for c in columns], rows=table, notes=notes, bold=bold,
@@ -160,14 +159,14 @@ def _details(rows: list[ResultRow], methods: list[str]) -> list[list[str]]:
     return out
 
 
-def _evlf_mark(evlf: list[float], base: list[float]) -> str:
+def _delta_mark(variant: list[float], base: list[float]) -> str:
     """`` Δ +1.2 ↑``: the difference of cell means from the base method, and the Welch mark."""
-    if not evlf or not base:
+    if not variant or not base:
         return ""
-    delta = f" Δ {round(sum(evlf) / len(evlf) - sum(base) / len(base), 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
-    if len(evlf) < 2 or len(base) < 2:
+    delta = f" Δ {round(sum(variant) / len(variant) - sum(base) / len(base), 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+    if len(variant) < 2 or len(base) < 2:
         return delta
-    t, p = welch_t_test(evlf, base)
+    t, p = welch_t_test(variant, base)
     if math.isnan(p) or p >= ALPHA:
         return delta
     return f"{delta} {GAIN}" if t > 0 else f"{delta} {LOSS}"
@@ -176,6 +175,7 @@ def _evlf_mark(evlf: list[float], base: list[float]) -> str:
 def _notes(
     protocol: str, budget: str, rows: list[ResultRow], methods: list[str],
     columns: list[_Column], stats: dict[tuple[str, _Column], CellStats], several: bool,
+    bases: dict[str, str | None],
 ) -> list[str]:
     seeds = sorted({r.seed for r in rows})
     ns = sorted({s.n for s in stats.values()})
@@ -195,9 +195,11 @@ def _notes(
             "IPC, so its one value is repeated in every column"
             + (" of its student" if several else "") + " and is never bold."
         )
-    if any(EVLF in m for m in methods):
+    plugins = plugin_names([m for m in methods if bases[m] is not None])
+    if plugins:
+        marks = " / ".join(f"'+{p}'" for p in plugins)
         notes.append(
-            f"Δ after a '{EVLF}' cell: its mean minus its base method's mean in the same column (points); "
+            f"Δ after a {marks} cell: its mean minus its base method's mean in the same column (points); "
             f"{GAIN} / {LOSS}: significantly above / below the base (two-sided Welch t-test, p < {ALPHA}); "
             "no mark: not significant or under 2 seeds."
         )

@@ -9,7 +9,7 @@ from collections import defaultdict
 from tabulate import tabulate
 
 from core.artifacts import content_key
-from benchmark.store import ResultRow
+from core.rows import ResultRow
 
 NOT_RECORDED = "not recorded"
 

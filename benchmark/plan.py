@@ -8,24 +8,16 @@ from dataclasses import dataclass, field
 from core.datasets import load_dataset
 from core.errors import BenchError
 from core.runs import RunSpec
-from evaluators.archs import ARCHS, build_student
-from evaluators.evaluate import shape_of
+from evaluators.archs import ARCHS, StudentShape, build_student
 from evaluators.protocols import resolve
-from methods import resolve_method
-from methods.registry import MethodSpec
-
-
-# Every registered method and EVLF variant (external sets and test plug-ins aside).
-DEFAULT_METHODS: tuple[str, ...] = (
-    "random", "herding", "full", "dit", "d4m", "minimax", "mgd3",
-    "dit+evlf", "d4m+evlf", "minimax+evlf", "mgd3+evlf")
+from methods import METHODS, default_methods, resolve_method
 
 
 @dataclass(frozen=True)
 class GridRequest:
     """What the user asked for; ``seeds`` None means the budget's default number of seeds."""
 
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = field(default_factory=default_methods)
     datasets: tuple[str, ...] = ("fashion-mnist",)
     ipcs: tuple[int, ...] = (1, 10, 50)
     archs: tuple[str, ...] = ("convnet3",)
@@ -36,19 +28,22 @@ class GridRequest:
 
 
 DEFAULT_GRID = GridRequest()
-REFERENCES = ("random", "full")
+
+
+def reference_methods() -> list[str]:
+    """The rows every relative score is measured against: the methods of the reference and baseline groups."""
+    return [name for name in METHODS.names() if METHODS.get(name).group in ("reference", "baseline")]
 
 
 @dataclass
 class Plan:
     runs: list[RunSpec]
-    methods: dict[str, MethodSpec] = field(default_factory=dict)
 
 
 def check_arch_fits(arch: str, data, width: int | None) -> None:
     """Build the student once on the data set's shape; refuse sizes it cannot take."""
     try:
-        build_student(arch, shape_of(data), width=width)
+        build_student(arch, StudentShape.of(data), width=width)
     except ValueError as exc:
         raise BenchError(f"student '{arch}' cannot train on {data.name} ({data.image_size}x{data.image_size}): {exc}") from None
 
@@ -60,7 +55,7 @@ def plan_runs(req: GridRequest) -> Plan:
         ARCHS.get(arch)
     wanted = list(req.methods)
     if req.references:
-        wanted += [ref for ref in REFERENCES if ref not in wanted]
+        wanted += [ref for ref in reference_methods() if ref not in wanted]
     methods = {m.label: m for m in (resolve_method(text) for text in wanted)}
     seeds = req.seeds if req.seeds is not None else tuple(range(budget.seeds))
     if not seeds:
@@ -86,4 +81,4 @@ def plan_runs(req: GridRequest) -> Plan:
                             protocol=protocol.name, protocol_config=protocol_config, budget=budget.name,
                             seed=seed,
                         ))
-    return Plan(runs, methods)
+    return Plan(runs)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmark.stats import summarize
-from benchmark.store import ResultRow
+from core.rows import ResultRow
 
 REFERENCE = "full"
 

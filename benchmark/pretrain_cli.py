@@ -73,7 +73,7 @@ def _table(report: dict[str, Any]) -> Table:
 def run_pretrain(dataset: str, recipe: str, cache: ArtifactCache, as_json: bool) -> int:
     """Train or load the backbone, build or load its report, write the files, print."""
     from methods.diffusion.backbone import get_backbone
-    from methods.diffusion.report import get_report, report_dir, write_report_files
+    from benchmark.backbone_report import get_report, report_dir, write_report_files
     from methods.diffusion.small import RECIPES, validate
 
     started = time.perf_counter()

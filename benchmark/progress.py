@@ -45,6 +45,3 @@ class GridProgress:
         task = self._trials.pop(trial_id, None)
         if task is not None:
             self._progress.remove_task(task)
-
-    def note(self, message: str) -> None:
-        self._progress.console.print(message)

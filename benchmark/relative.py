@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from benchmark.store import ResultRow
+from core.rows import ResultRow
 
 FULL, RANDOM = "full", "random"
 QUALITY_KEYS = ("recognizability", "fd_teacher", "diversity", "coverage")

@@ -1,12 +1,10 @@
 """The numbers the EVLF, Minimax and D4M papers REPORT (top-1 %, hard labels, mean over their
-runs; ../shared/docs/methods.md, from the EVLF project page), kept apart from anything this
+runs, as the EVLF project page tabulates them), kept apart from anything this
 harness measured, with the `bench run` line that would measure each cell where the data and
 the pretrained weights exist. `bench leaderboard` writes them to ``reported.md``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-SOURCE = "EVLF project page (CVPR 2026), as transcribed in docs/methods.md"
+SOURCE = "EVLF project page (CVPR 2026)"
 WOOF_ARCHS = ("convnet6", "resnetap10", "resnet18")
 WOOF_METHODS = ("random", "dit", "minimax", "d4m", "d4m+evlf", "mgd3", "mgd3+evlf")
 # ImageWoof: IPC -> one "ConvNet-6 / ResNetAP-10 / ResNet-18" triple per method, in WOOF_METHODS order.
@@ -34,15 +32,6 @@ MINIMAX_OWN_WOOF_IPC10 = (37.0, 39.2, 37.6)
 BACKBONE = {"dit": "dit-xl-2-256", "minimax": "dit-xl-2-256", "mgd3": "dit-xl-2-256", "d4m": "sd15"}
 DATA = {"imagewoof": "imagewoof[root=DIR,size=224]", "imagenette": "imagenette[root=DIR,size=224]",
         "imageidc": "imageidc[root=DIR,classes=FILE,size=224]"}
-
-
-@dataclass(frozen=True)
-class Cell:
-    dataset: str
-    ipc: int
-    method: str
-    arch: str
-    reported: float
 
 
 def harness_spec(method: str) -> str | None:

@@ -2,7 +2,6 @@
 runs one trial per distillation job, and writes every row to the store as it arrives."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -13,17 +12,18 @@ from typing import Any
 
 import torch
 
+from benchmark.progress import GridProgress
+from benchmark.provenance import git_commit, versions
+from benchmark.store import ResultStore
+from benchmark.trial import distill_context
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
+from core.rows import ResultRow
 from core.runs import DistillJob, RunSpec, group_jobs
-from benchmark.progress import GridProgress
-from benchmark.provenance import git_commit, versions
-from benchmark.store import ResultRow, ResultStore
 from evaluators.protocols import resolve
-from evaluators.teacher import quality_teacher, teacher_for
+from evaluators.teacher import prepare as prepare_evaluation
 from methods import resolve_method
-from methods.base import DistillContext
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class _StoreCallback:
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 job = self._job(trial)
                 if "row" in result:
-                    row = json.loads(result["row"])
+                    row: ResultRow = result["row"]
                     self._write(row)
-                    self.reported.setdefault(trial.trial_id, set()).add(row["run_hash"])
-                    self.progress.status(trial.trial_id, job.label(), f"finished {row['arch']}")
+                    self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
+                    self.progress.status(trial.trial_id, job.label(), f"finished {row.arch}")
                 elif result.get("phase"):
                     self.progress.status(trial.trial_id, job.label(), str(result["phase"]))
 
@@ -118,22 +118,16 @@ class _StoreCallback:
                 message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
                 for run in self._job(trial).runs:
                     if run.run_hash not in done:
-                        self._write({"run_hash": run.run_hash, "status": "error", "method": run.method,
-                                     "dataset": run.dataset, "ipc": run.ipc, "arch": run.arch,
-                                     "protocol": run.protocol, "budget": run.budget, "seed": run.seed,
-                                     "test_acc": None, "config": run.config(), "metrics": {},
-                                     "error": message})
+                        self._write(ResultRow.error(run, message))
                 self.progress.trial_done(trial.trial_id)
 
-            def _write(self, row: dict) -> None:
-                self.store.put(ResultRow(**row, git_commit=git_commit(), versions=versions(),
-                                         created_at=time.time()))
-                ok = row["status"] == "ok"
+            def _write(self, row: ResultRow) -> None:
+                self.store.put(row.stamped(git_commit(), versions(), time.time()))
+                ok = row.status == "ok"
                 if ok:
                     self.summary.ok += 1
                 else:
-                    label = RunSpec(**{k: v for k, v in row["config"].items() if k != "harness_version"}).label()
-                    self.summary.failed.append(f"{label}: {row['error'].splitlines()[0]}")
+                    self.summary.failed.append(f"{row.label()}: {(row.error or 'no error text').splitlines()[0]}")
                 self.progress.run_done(ok)
 
         return StoreCallback(*args, **kwargs)
@@ -143,7 +137,7 @@ def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgres
     """Build what several trials share (teachers, fine-tuned models) once, in the driver, so
     concurrent trials do not each train the same thing."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = DistillContext(cache, device, lambda msg: progress.status("prepare", "prepare", msg))
+    ctx = distill_context(cache, device, lambda msg: progress.status("prepare", "prepare", msg))
     seen: set[tuple] = set()
     for job in jobs:
         data = load_dataset(job.dataset)
@@ -152,15 +146,12 @@ def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgres
             seen.add((job.method, job.dataset))
             distiller.prepare(data, ctx)
         for run in job.runs:
-            protocol, budget = resolve(run.protocol, run.budget)
-            if (job.dataset, run.budget) not in seen and not distiller.reference:
-                seen.add((job.dataset, run.budget))
-                ctx.report(f"training the quality teacher for {job.dataset}")
-                quality_teacher(data, budget, cache, device)
-            if protocol.labels == "teacher" and (job.dataset, run.arch, run.budget) not in seen:
-                seen.add((job.dataset, run.arch, run.budget))
-                ctx.report(f"training the {run.arch} teacher for {job.dataset}")
-                teacher_for(data, run.arch, budget, cache, device)
+            needs = (job.dataset, run.arch, run.protocol, run.budget, not distiller.reference)
+            if needs not in seen:
+                seen.add(needs)
+                protocol, budget = resolve(run.protocol, run.budget)
+                prepare_evaluation(data, run.arch, protocol, budget, cache, device, ctx.report,
+                                   quality=not distiller.reference)
     progress.trial_done("prepare")
 
 

@@ -7,17 +7,16 @@ same image. A set no longer in the cache (another machine, a cleared cache) is s
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torchvision.utils import save_image
 
 from core.artifacts import ArtifactCache
-from core.runs import DistillJob
-from benchmark.store import ResultRow
+from core.rows import ResultRow
 
 MAX_IPC = 10
 
@@ -25,23 +24,6 @@ MAX_IPC = 10
 def file_name(text: str) -> str:
     """A method or data set name made safe as a file-name part."""
     return re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("._") or "_"
-
-
-def distill_key(row: ResultRow) -> str | None:
-    """The cache key of the set a row evaluated (as the trial computed it), or None if unknown."""
-    key = row.metrics.get("distill_key")
-    if key:
-        return str(key)
-    from methods import resolve_method  # the method registry imports torch-heavy modules
-
-    try:
-        deterministic = resolve_method(row.method).distiller.deterministic
-    except Exception:  # a method that is no longer registered: its set cannot be located
-        return None
-    config = row.config.get("method_config")
-    config = json.loads(config) if isinstance(config, str) else config
-    job = DistillJob(row.method, row.dataset, row.ipc, row.seed, runs=())
-    return job.distill_key(config, row.config.get("data_fingerprint", ""), deterministic)
 
 
 def _chosen(rows: list[ResultRow], max_ipc: int) -> ResultRow | None:
@@ -52,16 +34,24 @@ def _chosen(rows: list[ResultRow], max_ipc: int) -> ResultRow | None:
     return min(small, key=lambda r: (-r.ipc if r.ipc <= max_ipc else r.ipc, r.seed))
 
 
-def write_grid(images: torch.Tensor, labels: torch.Tensor, path: Path, per_class: int) -> None:
-    """A grid with one row of up to ``per_class`` images per class, classes in order."""
-    rows = [torch.nonzero(labels == c).flatten()[:per_class] for c in labels.unique().sort().values.tolist()]
+def class_rows(labels: torch.Tensor, per_class: int | None = None) -> list[torch.Tensor]:
+    """Per class present, in class order: the indices of its first ``per_class`` images (all if None)."""
+    return [torch.nonzero(labels == c).flatten()[:per_class] for c in labels.unique().sort().values.tolist()]
+
+
+def save_class_grid(images: torch.Tensor, labels: torch.Tensor, target: Path | BinaryIO,
+                    per_class: int | None = None) -> None:
+    """A PNG with one row of up to ``per_class`` images per class (the largest class when None),
+    classes in order; short rows are padded with white so that classes stay aligned."""
+    rows = class_rows(labels, per_class)
+    width = per_class or max(len(idx) for idx in rows)
     padded = []
-    for idx in rows:  # short rows are padded with white so that classes stay aligned
+    for idx in rows:
         block = images[idx]
-        if len(idx) < per_class:
-            block = torch.cat([block, torch.ones(per_class - len(idx), *images.shape[1:])])
+        if len(idx) < width:
+            block = torch.cat([block, torch.ones(width - len(idx), *images.shape[1:])])
         padded.append(block)
-    save_image(torch.cat(padded), path, nrow=per_class, padding=1, pad_value=1.0)
+    save_image(torch.cat(padded), target, format="png", nrow=width, padding=1, pad_value=1.0)
 
 
 def write_sample_grids(rows: Iterable[ResultRow], cache: ArtifactCache, out_dir: Path,
@@ -74,12 +64,12 @@ def write_sample_grids(rows: Iterable[ResultRow], cache: ArtifactCache, out_dir:
     written: dict[str, tuple[Path, int, int]] = {}
     for method in sorted(by_method):
         row = _chosen(by_method[method], max_ipc)
-        key = distill_key(row) if row is not None else None
+        key = row.metrics.get("distill_key") if row is not None else None
         state = cache.load("distilled", key) if key else None
         if state is None:
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{stem}__{file_name(method)}.png"
-        write_grid(state["images"].float(), state["labels"].long(), path, min(row.ipc, max_ipc))
+        save_class_grid(state["images"].float(), state["labels"].long(), path, min(row.ipc, max_ipc))
         written[method] = (path, row.ipc, row.seed)
     return written

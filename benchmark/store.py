@@ -10,22 +10,17 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from core.errors import BenchError
+from core.rows import COLUMNS, JSON_COLUMNS, ResultRow, dumps
 
 SCHEMA_VERSION = 1
 DB_NAME = "bench.sqlite3"
 # Long enough for a report to finish reading while the driver commits, short enough to notice a hang.
 BUSY_TIMEOUT_S = 30.0
-
-_COLUMNS = (
-    "run_hash", "status", "method", "dataset", "ipc", "arch", "protocol", "budget", "seed",
-    "test_acc", "config", "metrics", "error", "git_commit", "versions", "created_at",
-)
-_JSON_COLUMNS = ("config", "metrics", "versions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -51,50 +46,6 @@ CREATE INDEX IF NOT EXISTS results_status ON results (status);
 CREATE INDEX IF NOT EXISTS results_dataset ON results (dataset, status);
 CREATE INDEX IF NOT EXISTS results_method ON results (method, status);
 """
-
-
-def _json_default(obj: Any) -> Any:
-    # numpy / torch scalars and paths turn up in metrics; anything else is a caller bug.
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=_json_default)
-
-
-@dataclass
-class ResultRow:
-    """One run: what was run (config and its hash), what came out (accuracy, metrics or error)."""
-
-    run_hash: str
-    status: str
-    method: str
-    dataset: str
-    ipc: int | None
-    arch: str
-    protocol: str
-    budget: str
-    seed: int
-    test_acc: float | None
-    config: dict
-    metrics: dict
-    error: str | None = None
-    git_commit: str = ""
-    versions: dict = field(default_factory=dict)
-    created_at: float = 0.0
-
-    def to_json(self) -> dict:
-        """A flat JSON-able dict of every field."""
-        return json.loads(_dumps(asdict(self)))
-
-    @classmethod
-    def from_json(cls, data: dict) -> ResultRow:
-        """Inverse of :meth:`to_json`; unknown keys are ignored."""
-        return cls(**{k: data[k] for k in _COLUMNS if k in data})
 
 
 def default_store_root() -> Path:
@@ -150,17 +101,15 @@ class ResultStore:
 
     def put(self, row: ResultRow) -> None:
         """Insert the row, or replace the one with the same run hash; committed before returning."""
-        if row.status not in ("ok", "error"):
-            raise ValueError(f"status must be 'ok' or 'error', got {row.status!r}")
         values = asdict(row)
-        for key in _JSON_COLUMNS:
-            values[key] = _dumps(values[key])
+        for key in JSON_COLUMNS:
+            values[key] = dumps(values[key])
         values["created_at"] = row.created_at or time.time()
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        placeholders = ", ".join("?" for _ in COLUMNS)
         with self._lock, self._conn:
             self._conn.execute(
-                f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                [values[c] for c in _COLUMNS],
+                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                [values[c] for c in COLUMNS],
             )
 
     def done_hashes(self) -> set[str]:
@@ -192,15 +141,15 @@ class ResultStore:
 
     def _select(self, clause: str, args: list[Any]) -> list[ResultRow]:
         sql = (
-            f"SELECT {', '.join(_COLUMNS)} FROM results {clause} "
+            f"SELECT {', '.join(COLUMNS)} FROM results {clause} "
             "ORDER BY dataset, protocol, budget, method, arch, ipc, seed, run_hash"
         )
         with self._lock:
             fetched = self._conn.execute(sql, args).fetchall()
         out = []
         for values in fetched:
-            data = dict(zip(_COLUMNS, values))
-            for key in _JSON_COLUMNS:
+            data = dict(zip(COLUMNS, values))
+            for key in JSON_COLUMNS:
                 data[key] = json.loads(data[key])
             out.append(ResultRow(**data))
         return out

@@ -1,6 +1,6 @@
 """What one Ray Tune trial does: distil one set (or load it from the cache) and evaluate it
-for every run of its job. Every outcome, success or error, becomes a row dict that flows back
-to the driver, which alone writes the store."""
+for every run of its job. Every outcome, success or error, becomes a `ResultRow` that flows
+back to the driver, which alone writes the store."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,42 +13,58 @@ from typing import Any
 import torch
 
 from core.artifacts import ArtifactCache
-from core.datasets import load_dataset
-from core.runs import DistillJob, RunSpec
+from core.datasets import Dataset, load_dataset
+from core.distilled import DistilledSet
+from core.rows import ResultRow
+from core.runs import DistillJob
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
-from evaluators.quality import measure
-from evaluators.teacher import quality_teacher
+from evaluators.quality import score_quality
+from evaluators.teacher import teacher_source
 from methods import resolve_method
-from methods.base import DistillContext, DistilledSet
+from methods.base import DistillContext
 
 Report = Callable[[dict[str, Any]], None]
+DISTILLED = "distilled"  # the artifact kind of distilled sets
 
 
-def _row(run: RunSpec, status: str, test_acc: float | None, metrics: dict, error: str | None) -> dict:
-    return {"run_hash": run.run_hash, "status": status, "method": run.method, "dataset": run.dataset,
-            "ipc": run.ipc, "arch": run.arch, "protocol": run.protocol, "budget": run.budget,
-            "seed": run.seed, "test_acc": test_acc, "config": run.config(), "metrics": metrics,
-            "error": error}
+def distill_context(cache: ArtifactCache, device: torch.device,
+                    report: Callable[[str], None] = lambda message: None) -> DistillContext:
+    """The context a method runs in: this cache and device, and teachers from the evaluators."""
+    return DistillContext(cache, device, report, teacher_source(cache, device))
 
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
+def set_key(job: DistillJob, data: Dataset) -> str:
+    """The cache key of the job's distilled set; the plan's recorded config is its identity
+    (an external set's content hash lives only there)."""
+    distiller = resolve_method(job.method).distiller
+    config = json.loads(job.runs[0].method_config) if job.runs else distiller.config()
+    return job.distill_key(config, data.fingerprint(), distiller.deterministic)
+
+
+def place_set(job: DistillJob, data: Dataset, dset: DistilledSet, cache: ArtifactCache) -> str:
+    """Store a distilled set where the job's trials look for it; returns its key."""
+    key = set_key(job, data)
+    dset.meta.update({"distill_key": key, "method": job.method, "dataset": job.dataset, "ipc": job.ipc,
+                      "seed": job.seed})
+    cache.save(DISTILLED, key, dset.to_state(), meta={"method": job.method, "dataset": job.dataset,
+                                                      "ipc": job.ipc, "seed": job.seed})
+    return key
+
+
 def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, report: Report) -> tuple[DistilledSet, float, bool]:
     """The job's distilled set, its distillation time and whether it came from the cache."""
     data = load_dataset(job.dataset)
-    spec = resolve_method(job.method)
-    distiller = spec.distiller
-    ctx = DistillContext(cache, device, lambda msg: report({"phase": msg}))
+    distiller = resolve_method(job.method).distiller
+    ctx = distill_context(cache, device, lambda msg: report({"phase": msg}))
     start = time.perf_counter()
     if distiller.reference:
         return distiller.distill(data, job.ipc or 0, job.seed, ctx), 0.0, False
-    # the plan's recorded config is the identity of the set (an external set's hash lives only there)
-    config = json.loads(job.runs[0].method_config) if job.runs else distiller.config()
-    key = job.distill_key(config, data.fingerprint(), distiller.deterministic)
-    state = cache.load("distilled", key)
+    state = cache.load(DISTILLED, set_key(job, data))
     if state is not None:
         return DistilledSet.from_state(state), float(state["meta"].get("distill_s", 0.0)), True
     report({"phase": "distilling"})
@@ -57,35 +73,28 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     expected = job.ipc * data.num_classes
     if len(dset) != expected:
         raise RuntimeError(f"{job.method} returned {len(dset)} images, expected {expected}")
-    dset.meta.update({"distill_s": elapsed, "distill_key": key, "method": job.method,
-                      "dataset": job.dataset, "ipc": job.ipc, "seed": job.seed})
-    cache.save("distilled", key, dset.to_state(), meta={"method": job.method, "dataset": job.dataset,
-                                                         "ipc": job.ipc, "seed": job.seed})
+    dset.meta["distill_s"] = elapsed
+    place_set(job, data, dset, cache)
     return dset, elapsed, False
 
 
-def _quality(dset: DistilledSet, data, run: RunSpec, cache: ArtifactCache, device: torch.device) -> dict:
-    _, budget = resolve(run.protocol, run.budget)
-    teacher = quality_teacher(data, budget, cache, device)
-    return measure(dset.images, dset.labels, data, teacher, device).to_dict()
-
-
 def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
-    """Run a whole job; each finished run is reported as ``{"row": json}``."""
+    """Run a whole job; each finished run is reported as ``{"row": ResultRow}``."""
     cache = ArtifactCache(cache_root)
     try:
         dset, distill_s, cached = distill_job(job, cache, device, report)
     except Exception as exc:  # a failing method must not stop the grid: record it per run
         text = _error_text(exc)
         for run in job.runs:
-            report({"row": json.dumps(_row(run, "error", None, {}, text))})
+            report({"row": ResultRow.error(run, text)})
         return
     data = load_dataset(job.dataset)
     quality: dict = {}
     if not dset.meta.get("reference") and job.runs:
         report({"phase": "image-quality metrics"})
         try:
-            quality = _quality(dset, data, job.runs[0], cache, device)
+            _, budget = resolve(job.runs[0].protocol, job.runs[0].budget)
+            quality = score_quality(dset.images, dset.labels, data, budget, cache, device).to_dict()
         except Exception as exc:  # metrics are extra information: a failure must not lose the rows
             quality = {"quality_error": f"{type(exc).__name__}: {exc}"}
     for run in job.runs:
@@ -103,9 +112,9 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
                 "device": str(device), "budget_description": budget.description, **quality}
             if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
                 metrics["teacher_test_acc"] = dset.meta.get("teacher_test_acc")
-            report({"row": json.dumps(_row(run, "ok", result.test_acc, metrics, None))})
+            report({"row": ResultRow.ok(run, result.test_acc, metrics)})
         except Exception as exc:
-            report({"row": json.dumps(_row(run, "error", None, {}, _error_text(exc)))})
+            report({"row": ResultRow.error(run, _error_text(exc))})
 
 
 def tune_trainable(config: dict[str, Any], jobs: list[dict[str, Any]] | None = None) -> None:

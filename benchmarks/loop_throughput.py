@@ -21,10 +21,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.datasets import load_dataset
+from core.datasets.base import normalise
 from evaluators.archs import StudentShape, build_student
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
-from evaluators.train import normalise
 from methods.random import random_indices
 
 

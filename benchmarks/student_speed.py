@@ -12,9 +12,10 @@ import time
 import torch
 
 from core.datasets import load_dataset
+from core.datasets.base import normalise
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import DC, Schedule
-from evaluators.train import accuracy, normalise, train
+from evaluators.train import accuracy, train
 
 
 def main() -> None:

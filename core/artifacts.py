@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from core.errors import BenchError
+from core.files import fsync_dir, write_atomic
 
 try:  # POSIX advisory locks; without them concurrent writers are still atomic per file.
     import fcntl
@@ -33,18 +34,19 @@ KEY_LENGTH = 20
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """JSON for the values configs and metrics hold besides plain ones: paths, numpy and torch scalars."""
     # Only conversions that are stable across runs: a repr() fallback could embed memory addresses.
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):
         return obj.item()
-    raise TypeError(f"cannot hash a config holding {type(obj).__name__}: {obj!r}")
+    raise TypeError(f"cannot write a value of type {type(obj).__name__} as JSON: {obj!r}")
 
 
 def content_key(config: dict) -> str:
     """First 20 hex chars of the sha256 of the config as canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
 
 
@@ -62,31 +64,6 @@ def default_cache_root() -> Path:
 def _sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; some filesystems refuse to open a directory, which is harmless.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(target: Path, write: Callable[[Any], None]) -> None:
-    """Write via a temp file in the same directory, fsync, then rename over ``target``."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class ArtifactCache:
@@ -203,12 +180,12 @@ class ArtifactCache:
                 "created_at": time.time(),
                 "meta": meta or {},
             }
-            payload = json.dumps(record, sort_keys=True, indent=1, default=_json_default).encode()
+            payload = json.dumps(record, sort_keys=True, indent=1, default=json_default).encode()
             with self._locked(kind, key, exclusive=True):
                 os.replace(tmp, data)
                 # A crash here leaves new data with an old sidecar: detected as corrupted, rebuilt.
-                _write_atomic(sidecar, lambda f: f.write(payload))
-            _fsync_dir(data.parent)
+                write_atomic(sidecar, lambda f: f.write(payload))
+            fsync_dir(data.parent)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()

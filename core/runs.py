@@ -43,8 +43,12 @@ class RunSpec:
         return content_key(self.config())
 
     def label(self) -> str:
-        ipc = "full" if self.ipc is None else f"ipc{self.ipc}"
-        return f"{self.method} {self.dataset} {ipc} {self.arch} seed{self.seed}"
+        return run_label(self.method, self.dataset, self.ipc, self.arch, self.seed)
+
+
+def run_label(method: str, dataset: str, ipc: int | None, arch: str, seed: int) -> str:
+    """A run as one line: method, data set, IPC, student and seed."""
+    return f"{method} {dataset} {'full' if ipc is None else f'ipc{ipc}'} {arch} seed{seed}"
 
 
 @dataclass(frozen=True)

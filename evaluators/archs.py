@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.datasets.base import Dataset
 from core.registry import Registry
 
 
@@ -24,6 +25,10 @@ class StudentShape:
     channels: int
     image_size: int
     num_classes: int
+
+    @classmethod
+    def of(cls, data: Dataset) -> StudentShape:
+        return cls(data.channels, data.image_size, data.num_classes)
 
 
 StudentFactory = Callable[..., nn.Module]

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from core.artifacts import ArtifactCache
-from core.datasets.base import Dataset
-from core.errors import BenchError
+from core.datasets.base import Dataset, normalise
+from core.distilled import check_distilled
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import Budget, Protocol
-from evaluators.train import Validation, accuracy, normalise, train
+from evaluators.teacher import teacher_for
+from evaluators.train import Validation, accuracy, train
 
 
 @dataclass(frozen=True)
@@ -33,26 +34,6 @@ class EvalResult:
     final_loss: float
     student_width: int | None
     teacher_test_acc: float | None  # the relabelling teacher's own test accuracy (softlabel)
-
-
-def shape_of(data: Dataset) -> StudentShape:
-    return StudentShape(data.channels, data.image_size, data.num_classes)
-
-
-def check_distilled(images: torch.Tensor, labels: torch.Tensor, data: Dataset) -> None:
-    """Refuse a set the student cannot be trained on, with a message naming the problem."""
-    if images.dim() != 4 or images.shape[1:] != (data.channels, data.image_size, data.image_size):
-        raise BenchError(f"distilled images have shape {tuple(images.shape[1:])}, "
-                         f"{data.name} needs {(data.channels, data.image_size, data.image_size)}")
-    if labels.shape != (images.shape[0],) or labels.dtype != torch.long:
-        raise BenchError("distilled labels must be one int64 label per image")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= data.num_classes):
-        raise BenchError(f"distilled labels fall outside 0..{data.num_classes - 1}")
-    if not torch.isfinite(images).all():
-        raise BenchError("distilled images hold NaN or infinite values")
-    empty = sorted(set(range(data.num_classes)) - set(labels.unique().tolist()))
-    if empty:
-        raise BenchError(f"distilled set has no images for classes {empty[:5]}{'...' if len(empty) > 5 else ''}")
 
 
 def evaluate_set(
@@ -77,14 +58,12 @@ def evaluate_set(
         check_distilled(images, labels, data)
     teacher, teacher_acc = None, None
     if protocol.labels == "teacher":
-        from evaluators.teacher import teacher_for
-
         if cache is None:
             raise ValueError(f"protocol '{protocol.name}' needs the artifact cache for its teacher")
         t = teacher_for(data, arch, budget, cache, device)
         teacher, teacher_acc = t.model.eval(), t.test_acc
     torch.manual_seed(seed)
-    student = build_student(arch, shape_of(data), width=budget.student_width).to(device)
+    student = build_student(arch, StudentShape.of(data), width=budget.student_width).to(device)
     x = normalise(images.to(device, torch.float32), data.mean, data.std)
     y = labels.to(device)
     schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0], ipc)

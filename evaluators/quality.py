@@ -20,9 +20,11 @@ import torch
 from scipy import linalg
 from torch.nn import functional as F
 
-from core.datasets.base import Dataset
-from evaluators.train import embed, normalise
-from evaluators.teacher import Teacher
+from core.artifacts import ArtifactCache
+from core.datasets.base import Dataset, normalise
+from core.teachers import Teacher
+from evaluators.protocols import Budget
+from evaluators.teacher import quality_teacher
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,12 @@ def measure(images: torch.Tensor, labels: torch.Tensor, data: Dataset, teacher: 
             device: torch.device) -> Quality:
     """All four metrics for one distilled set (images in [0, 1])."""
     model = teacher.model
-    x = normalise(images.to(device, torch.float32), data.mean, data.std)
-    feats = embed(model, x).cpu()
+    images = images.to(device, torch.float32)
+    feats = teacher.features(images).cpu()
+    x = normalise(images, data.mean, data.std)
     with torch.inference_mode():
         preds = torch.cat([model(chunk).argmax(1) for chunk in x.split(256)]).cpu()
-    test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
-    test_feats = embed(model, test_x).cpu()
+    test_feats = teacher.features(data.test.float_images().to(device)).cpu()
     return Quality(
         recognizability=100.0 * float((preds == labels.cpu()).float().mean()),
         fd_teacher=frechet_distance(feats, test_feats),
@@ -89,3 +91,9 @@ def measure(images: torch.Tensor, labels: torch.Tensor, data: Dataset, teacher: 
         coverage=coverage(feats, labels.cpu(), test_feats, data.test.labels),
         quality_teacher_acc=teacher.test_acc,
     )
+
+
+def score_quality(images: torch.Tensor, labels: torch.Tensor, data: Dataset, budget: Budget, cache: ArtifactCache,
+                  device: torch.device) -> Quality:
+    """The four metrics of a distilled set, judged by the data set's quality teacher for ``budget``."""
+    return measure(images, labels, data, quality_teacher(data, budget, cache, device), device)

@@ -1,42 +1,26 @@
 """Teachers: a student architecture trained on the whole real training split, cached.
 
-Herding reads its features; later the soft-label protocol and the image-quality metrics use
-the same teacher. The cache key covers the recipe and the data fingerprint, and the teacher's
-own test accuracy is stored beside its weights so every row that used it can report it.
+The evaluators own them: the soft-label protocol relabels with one, the image-quality metrics
+judge in one's feature space, and methods that need one (herding) receive this module's
+`teacher_source` through their context. The cache key covers the recipe and the data
+fingerprint, and the teacher's own test accuracy is stored beside its weights so every row
+that used it can report it. `prepare` trains what evaluating a grid needs, once, in the driver.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from core.artifacts import ArtifactCache, content_key
-from core.datasets.base import Dataset
-from evaluators.archs import build_student
-from evaluators.evaluate import shape_of
-from evaluators.protocols import DC, Budget, Schedule
-from evaluators.train import accuracy, normalise, train
+from core.datasets.base import Dataset, normalise
+from core.teachers import Teacher, TeacherRecipe, TeacherSource
+from evaluators.archs import StudentShape, build_student
+from evaluators.protocols import DC, Budget, Protocol, Schedule
+from evaluators.train import accuracy, train
 
 RECIPE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TeacherRecipe:
-    arch: str = "convnet3"
-    width: int | None = 32  # None: the architecture's own width
-    steps: int = 1500
-    batch_size: int = 256
-    seed: int = 0
-
-
-@dataclass
-class Teacher:
-    model: nn.Module
-    recipe: TeacherRecipe
-    test_acc: float
-    key: str
 
 
 def _key(data: Dataset, recipe: TeacherRecipe) -> str:
@@ -50,7 +34,7 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
 
     def build() -> dict:
         torch.manual_seed(recipe.seed)
-        model = build_student(recipe.arch, shape_of(data), width=recipe.width).to(device)
+        model = build_student(recipe.arch, StudentShape.of(data), width=recipe.width).to(device)
         x = normalise(data.train.float_images().to(device), data.mean, data.std)
         y = data.train.labels.to(device)
         schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1)
@@ -61,9 +45,14 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
 
     state = cache.get_or_build("teacher", key, build, meta={"recipe": dataclasses.asdict(recipe),
                                                             "dataset": data.name})
-    model = build_student(recipe.arch, shape_of(data), width=recipe.width)
+    model = build_student(recipe.arch, StudentShape.of(data), width=recipe.width)
     model.load_state_dict(state["state_dict"])
-    return Teacher(model.to(device).eval(), recipe, float(state["test_acc"]), key)
+    return Teacher(model.to(device).eval(), recipe, float(state["test_acc"]), key, data.mean, data.std)
+
+
+def teacher_source(cache: ArtifactCache, device: torch.device) -> TeacherSource:
+    """What a method's context asks for a teacher by recipe: cached, or trained now."""
+    return lambda data, recipe: get_teacher(data, recipe, cache, device)
 
 
 def teacher_for(data: Dataset, arch: str, budget: Budget, cache: ArtifactCache, device: torch.device) -> Teacher:
@@ -77,3 +66,16 @@ def quality_teacher(data: Dataset, budget: Budget, cache: ArtifactCache, device:
     """The judge of image-quality metrics: ConvNet-3 width 32, at most 1,500 steps, so every
     budget above `smoke` shares one teacher per data set (the one herding uses by default)."""
     return get_teacher(data, TeacherRecipe(steps=min(TeacherRecipe.steps, budget.full_steps)), cache, device)
+
+
+def prepare(data: Dataset, arch: str, protocol: Protocol, budget: Budget, cache: ArtifactCache,
+            device: torch.device, report: Callable[[str], None] = lambda message: None, quality: bool = True) -> None:
+    """Train (or find in the cache) every teacher that evaluating sets of ``data`` with ``arch``
+    under (protocol, budget) will use, so that concurrent trials never train the same one;
+    ``quality`` False skips the judge of the image-quality metrics (the whole-data reference has none)."""
+    if quality:
+        report(f"training the quality teacher for {data.name}")
+        quality_teacher(data, budget, cache, device)
+    if protocol.labels == "teacher":
+        report(f"training the {arch} teacher for {data.name}")
+        teacher_for(data, arch, budget, cache, device)

@@ -1,69 +1,58 @@
-"""The `Distiller` interface every method implements, and the `DistilledSet` it returns."""
+"""The `Distiller` interface every method implements, and the context the runner hands it."""
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset
+from core.distilled import DistilledSet
 from core.errors import BenchError
+from core.options import parse_options
+from core.spec import NamedSpec
+from core.teachers import Teacher, TeacherRecipe, TeacherSource
 
 if TYPE_CHECKING:
-    from methods.plugins import Plugin
+    from methods.plugins import Plugin, PluginReport
 
-
-@dataclass
-class DistilledSet:
-    """A distilled data set: images in [0, 1] (float32, N x C x H x W) and hard labels.
-
-    ``soft_labels`` (N x classes, float32) is present only for methods that store them.
-    ``nbytes`` counts what a user would have to store: one byte per pixel value, the hard
-    labels as int64, and soft labels as float32.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    soft_labels: torch.Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.images.dim() != 4 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError("DistilledSet needs N x C x H x W images and N labels")
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def nbytes(self) -> int:
-        soft = 0 if self.soft_labels is None else self.soft_labels.numel() * 4
-        return self.images.numel() + self.labels.numel() * 8 + soft
-
-    def to_state(self) -> dict[str, Any]:
-        return {"images": self.images.contiguous(), "labels": self.labels.contiguous(),
-                "soft_labels": self.soft_labels, "meta": self.meta}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> DistilledSet:
-        return cls(state["images"], state["labels"], state.get("soft_labels"), dict(state.get("meta", {})))
+# Ranking groups, in leaderboard order: the whole-data reference, the random baseline, methods
+# that select real images, methods that generate them, sets made elsewhere.
+GROUPS = ("reference", "baseline", "selection", "generative", "external", "other")
 
 
 @dataclass
 class DistillContext:
-    """What the runner hands a method: the artifact cache, the device and a status callback."""
+    """What the runner hands a method: the artifact cache, the device, a status callback, and
+    the source of teachers (the evaluators train and cache them)."""
 
     cache: ArtifactCache
     device: torch.device
     report: Callable[[str], None] = lambda message: None
+    teachers: TeacherSource | None = None
+
+    def teacher(self, data: Dataset, recipe: TeacherRecipe) -> Teacher:
+        """The teacher of ``recipe`` on ``data``: from the cache, or trained now."""
+        if self.teachers is None:
+            raise RuntimeError("this DistillContext was built without a teacher source")
+        return self.teachers(data, recipe)
 
 
 @dataclass(frozen=True)
 class NoOptions:
     """A method without options."""
+
+
+def check_ipc_fits(data: Dataset, ipc: int, method: str, why: str) -> None:
+    """Refuse an IPC above the smallest class of the training split, saying why the method needs it."""
+    smallest = min(data.train.class_counts(data.num_classes))
+    if ipc > smallest:
+        raise BenchError(f"IPC {ipc} is larger than the smallest class of {data.name} ({smallest} training "
+                         f"images){why.format(method=method)}")
 
 
 class Distiller(ABC):
@@ -76,11 +65,17 @@ class Distiller(ABC):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    group: ClassVar[str] = "other"  # one of GROUPS: where the leaderboard ranks it
+    in_default_grid: ClassVar[bool] = True  # part of `bench run` without --methods
     selects_real: ClassVar[bool] = False  # picks real images: IPC is bounded by class sizes
     reference: ClassVar[bool] = False  # independent of IPC (the `full` row)
     needs_encoder: ClassVar[bool] = False  # has an `encode_real` hook a plug-in may replace
     needs_denoiser: ClassVar[str | None] = None  # "class" or "text": the denoiser it samples with
     deterministic: ClassVar[bool] = False  # the seed does not change the set (only the student)
+    # option values (as typed on the command line) this method takes when a plug-in replaces
+    # its hook and the user did not set them: a method whose plain form never reads the hook
+    # says here how it starts to (`dit` adapts its denoiser on the hook's latents)
+    hook_defaults: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: Any | None = None, plugins: Sequence[Plugin] = ()):
         self.options = options if options is not None else self.Options()
@@ -90,6 +85,10 @@ class Distiller(ABC):
     def with_options(cls, raw: dict[str, str], plugins: Sequence[Plugin] = ()) -> Distiller:
         """Build from command-line option strings, converting each to its declared type."""
         return cls(parse_options(cls.name, cls.Options, raw), plugins)
+
+    def label(self, spec: NamedSpec) -> str:
+        """The row name of this method written as ``spec``: the canonical spec."""
+        return spec.canonical()
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the distilled set besides data, IPC and seed."""
@@ -101,66 +100,17 @@ class Distiller(ABC):
     def validate(self, data: Dataset, ipc: int) -> None:
         """Refuse impossible requests before any work starts."""
         if self.selects_real:
-            smallest = min(data.train.class_counts(data.num_classes))
-            if ipc > smallest:
-                raise BenchError(
-                    f"IPC {ipc} is larger than the smallest class of {data.name} ({smallest} training images) "
-                    f"for the selection method '{self.name}'"
-                )
+            check_ipc_fits(data, ipc, self.name, " for the selection method '{method}'")
 
     def prepare(self, data: Dataset, ctx: DistillContext) -> None:
         """Build shared prerequisites (teachers, fine-tuned models) once, before the trials run."""
 
+    def plugin_reports(self, data: Dataset, cache: ArtifactCache) -> list[PluginReport]:
+        """Each plug-in's status and stored diagnostics (never trains anything)."""
+        from methods.plugins import PluginReport
+
+        return [PluginReport(p.name, "no diagnostics") for p in self.plugins]
+
     @abstractmethod
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
         """Return exactly ``ipc`` images per class (all of them for a reference method)."""
-
-
-def _base_type(kind: Any) -> Any:
-    """``"float | None"`` (a postponed annotation) -> ``"float"``; types pass through."""
-    if isinstance(kind, str):
-        parts = [p.strip() for p in kind.split("|") if p.strip() != "None"]
-        return parts[0] if len(parts) == 1 else kind
-    return kind
-
-
-def _convert(method: str, name: str, kind: Any, text: str, owner: str = "method") -> Any:
-    kind = _base_type(kind)
-    try:
-        if kind in (bool, "bool"):
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind in (int, "int"):
-            return int(text)
-        if kind in (float, "float"):
-            return float(text)
-        return text
-    except ValueError:
-        type_name = getattr(kind, "__name__", str(kind))
-        raise BenchError(f"option '{name}' of {owner} '{method}' must be {type_name}, got '{text}'") from None
-
-
-def option_names(options_type: type) -> list[str]:
-    return sorted(f.name for f in dataclasses.fields(options_type))
-
-
-def parse_options(method: str, options_type: type, raw: dict[str, str], kind: str = "method") -> Any:
-    """Turn ``{"strength": "0.5"}`` into an options dataclass, refusing unknown names and bad values.
-
-    A dataclass may check its values in ``__post_init__`` by raising ValueError; that becomes
-    a one-line BenchError too.
-    """
-    fields = {f.name: f for f in dataclasses.fields(options_type)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        valid = ", ".join(sorted(fields)) or "none"
-        raise BenchError(f"{kind} '{method}' has no option '{unknown[0]}' (its options: {valid})")
-    values = {k: _convert(method, k, fields[k].type, v, kind) for k, v in raw.items()}
-    try:
-        return options_type(**values)
-    except ValueError as exc:
-        raise BenchError(f"{kind} '{method}': {exc}") from None

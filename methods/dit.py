@@ -3,7 +3,8 @@
 
 ``adapt_steps`` > 0 first adapts the denoiser with the diffusion loss alone on the hook's
 latents (DiffFit subset, see `methods.diffusion.finetune`). Plain `dit` leaves it at 0 and
-never reads real images; plug-ins that replace the hook set it (``dit+evlf``).
+never reads real images; with a plug-in that replaces the hook (``dit+evlf``) it defaults to
+``HOOK_ADAPT_STEPS``, so that the plug-in has latents to act on.
 """
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ class DiTOptions(DiffusionOptions):
             raise ValueError(f"adapt_steps must be >= 0, got {self.adapt_steps}")
 
 
+# Diffusion-loss adaptation steps on the hook's latents when a plug-in replaces the hook (the
+# EVLF authors' optional denoiser adaptation); as many as the small `minimax` preset fine-tunes.
+HOOK_ADAPT_STEPS = "600"
+
+
 @register_method("dit")
 class DiT(ClassSampling):
     Options = DiTOptions
+    hook_defaults = {"adapt_steps": HOOK_ADAPT_STEPS}
     presets = {"pretrained": {**SAMPLING, "adapt_batch": 8}, "small": {**SAMPLING, "adapt_batch": 64}}
 
     def finetuning(self, data: Dataset) -> Finetuning | None:

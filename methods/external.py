@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from core.datasets.base import Dataset
 from core.errors import BenchError
+from core.spec import NamedSpec
 from methods.base import DistillContext, DistilledSet, Distiller
-from methods.registry import register_method
+from methods.registry import EXTERNAL_PREFIX, register_method
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,12 @@ class ExternalOptions:
 @register_method("external")
 class ExternalSet(Distiller):
     Options = ExternalOptions
+    group = "external"
+    in_default_grid = False  # only `bench eval` places such a set
     deterministic = True
+
+    def label(self, spec: NamedSpec) -> str:
+        return f"{EXTERNAL_PREFIX}{self.options.name}"  # rows name external sets by name, not hash
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
         raise BenchError(f"the external set '{self.options.name}' is not in this machine's artifact cache; "

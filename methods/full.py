@@ -12,6 +12,7 @@ from methods.registry import register_method
 
 @register_method("full")
 class FullData(Distiller):
+    group = "reference"
     reference = True
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:

@@ -1,6 +1,6 @@
 """`herding`: per class, greedily pick the real images whose running feature mean best
 matches the class mean (Welling, 2009), in the feature space of the data set's teacher
-(a ConvNet-3 trained on the real training split, see `evaluators.teacher`)."""
+(a ConvNet-3 trained on the real training split, which the context's teacher source provides)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from core.datasets.base import Dataset
-from evaluators.teacher import TeacherRecipe, get_teacher
-from evaluators.train import embed, normalise
+from core.teachers import TeacherRecipe
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 
@@ -40,6 +39,7 @@ class HerdingOptions:
 @register_method("herding")
 class Herding(Distiller):
     Options = HerdingOptions
+    group = "selection"
     selects_real = True
     deterministic = True
 
@@ -51,12 +51,12 @@ class Herding(Distiller):
 
     def prepare(self, data: Dataset, ctx: DistillContext) -> None:
         ctx.report(f"training the herding teacher for {data.name}")
-        get_teacher(data, self._recipe(), ctx.cache, ctx.device)
+        ctx.teacher(data, self._recipe())
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
-        teacher = get_teacher(data, self._recipe(), ctx.cache, ctx.device)
+        teacher = ctx.teacher(data, self._recipe())
         images = data.train.float_images()
-        feats = embed(teacher.model, normalise(images.to(ctx.device), data.mean, data.std)).cpu()
+        feats = teacher.features(images.to(ctx.device)).cpu()
         picks = []
         for c in range(data.num_classes):
             members = data.train.indices_of(c)

@@ -5,17 +5,21 @@ shared diffusion context's ``encode_real`` (the hook through which every diffusi
 reaches real-image latents) and nothing else: it returns a context whose hook differs, and
 the base method's code runs unchanged. Plug-ins compose left to right (``X+P+Q``).
 
-A plug-in registers with ``@register_plugin("name")``. It may name default option values for
-particular base methods (``method_defaults``), for methods whose plain variant never calls the
-hook unless asked to (``dit`` adapts its denoiser on hook latents only when told to).
+A plug-in registers with ``@register_plugin("name")`` and describes itself: its options, how a
+variant pairs with its base on the leaderboard (:meth:`Plugin.base_spec`), and the diagnostics
+of what it trained as rows of (name, value, unit) and curves (:meth:`Plugin.diagnostics`), which
+``bench show`` prints as they come.
 """
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.options import option_names
 from core.registry import Registry
+from core.spec import NamedSpec
 
 if TYPE_CHECKING:
     from core.datasets.base import Dataset
@@ -28,6 +32,43 @@ class NoPluginOptions:
     """A plug-in without options."""
 
 
+@dataclass(frozen=True)
+class Diagnostic:
+    """One figure of a plug-in's diagnostics, e.g. ("class retrieval, fused", 0.953, "")."""
+
+    name: str
+    value: float | int | str
+    unit: str = ""
+
+
+@dataclass
+class Diagnostics:
+    """What a plug-in reports about what it trained: figures, curves over training steps, and
+    the raw record (for ``--json``)."""
+
+    rows: list[Diagnostic]
+    steps: list[int] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PluginReport:
+    """A plug-in of a method spec as ``bench show`` prints it: its status and, once trained, its diagnostics."""
+
+    plugin: str
+    status: str  # "trained", "not trained yet", "no diagnostics", or why it cannot tell
+    diagnostics: Diagnostics | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"plugin": self.plugin, "status": self.status}
+        if self.diagnostics is not None:
+            d = self.diagnostics
+            rows = [dataclasses.asdict(r) for r in d.rows]
+            out |= {**d.record, "rows": rows, "curve_steps": d.steps, "curves": d.curves}
+        return out
+
+
 class Plugin(ABC):
     """Replaces the ``encode_real`` hook of a diffusion method's context.
 
@@ -38,8 +79,7 @@ class Plugin(ABC):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoPluginOptions
-    # base method name -> option values (strings, as on the command line) the plug-in implies
-    method_defaults: ClassVar[dict[str, dict[str, str]]] = {}
+    in_default_grid: ClassVar[bool] = True  # its variants of every default-grid method run in `bench run`
 
     def __init__(self, options: Any | None = None):
         self.options = options if options is not None else self.Options()
@@ -48,12 +88,24 @@ class Plugin(ABC):
         """Everything that changes what the replaced hook returns."""
         return {"plugin": self.name, "options": dataclasses.asdict(self.options)}
 
+    @classmethod
+    def base_spec(cls, variant: NamedSpec) -> NamedSpec:
+        """The spec a variant is compared with on the leaderboard: ``X+P[o]`` without this plug-in
+        (the last one) and without its options."""
+        mine = set(option_names(cls.Options))
+        name = variant.name.rsplit("+", 1)[0]
+        return NamedSpec(name, {k: v for k, v in variant.options.items() if k not in mine})
+
     def prepare(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> None:
         """Train or load what the hook needs, once per grid, in the driver."""
 
     @abstractmethod
     def wrap(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> DiffusionContext:
         """A context like ``dctx`` whose ``encode_real`` (and ``hook_id``) are this plug-in's."""
+
+    def diagnostics(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> Diagnostics | None:
+        """What the trained hook is judged by, read from the cache (never trains); None if not trained."""
+        return None
 
 
 PLUGINS: Registry[type[Plugin]] = Registry(

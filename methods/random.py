@@ -21,6 +21,7 @@ def random_indices(labels: torch.Tensor, num_classes: int, ipc: int, seed: int) 
 
 @register_method("random")
 class RandomSubset(Distiller):
+    group = "baseline"
     selects_real = True
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:

@@ -2,24 +2,25 @@
 
 Method specs on the command line are ``name`` or ``name[option=value,...]``, and
 ``name+plugin[...]`` for a method with plug-ins (`methods.plugins`); the canonical spec
-(options sorted) names the leaderboard row and enters the config hash.
+(options sorted) names the leaderboard row and enters the config hash. What the layers above
+need to know of a method (its group, whether it is in the default grid, the base a plug-in
+variant is compared with) they ask here, never by name.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.errors import BenchError
+from core.options import option_names, parse_options
 from core.registry import Registry
 from core.spec import NamedSpec, parse_named
-from methods.base import Distiller, option_names, parse_options
-
-if TYPE_CHECKING:
-    from methods.plugins import Plugin
+from methods.base import GROUPS, Distiller
+from methods.plugins import PLUGINS, Plugin
 
 METHODS: Registry[type[Distiller]] = Registry(
     "method", check=lambda obj: isinstance(obj, type) and issubclass(obj, Distiller)
 )
+EXTERNAL_PREFIX = "external:"
 
 
 def register_method(name: str):
@@ -36,40 +37,29 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
-        if self.spec.name == "external":  # rows name external sets by their name, not their hash
-            return f"external:{self.spec.options.get('name', '')}"
-        return self.spec.canonical()
-
-
-def _plugin_classes(names: list[str]) -> list[type[Plugin]]:
-    from methods.plugins import PLUGINS
-
-    return [PLUGINS.get(name) for name in names]
+        return self.distiller.label(self.spec)
 
 
 def _with_plugins(cls: type[Distiller], plugin_names: list[str], options: dict[str, str]) -> Distiller:
     """``X+P[...]``: each option goes to the plug-in that declares it, the rest to the method;
-    a plug-in's defaults for this method apply unless the user set the option."""
+    the method's own values for a replaced hook apply unless the user set the option."""
     if not cls.needs_encoder:
         raise BenchError(f"method '{cls.name}' has no encoder hook, so plug-in '{plugin_names[0]}' cannot "
                          f"apply to it (plug-ins combine with: {', '.join(encoder_methods()) or 'none'})")
-    classes = _plugin_classes(plugin_names)
+    classes = [PLUGINS.get(name) for name in plugin_names]
     if len(set(plugin_names)) != len(plugin_names):
         raise BenchError(f"plug-in repeated in '{cls.name}+{'+'.join(plugin_names)}'")
     base_options = dict(options)
-    plugins = []
+    plugins: list[Plugin] = []
     for plugin_cls in classes:
         mine = {k: base_options.pop(k) for k in option_names(plugin_cls.Options) if k in base_options}
         plugins.append(plugin_cls(parse_options(plugin_cls.name, plugin_cls.Options, mine, "plug-in")))
-    implied: dict[str, str] = {}
-    for plugin_cls in classes:
-        implied.update(plugin_cls.method_defaults.get(cls.name, {}))
     unknown = sorted(set(base_options) - set(option_names(cls.Options)))
     if unknown:
         valid = sorted(set(option_names(cls.Options)).union(*(option_names(p.Options) for p in classes)))
         raise BenchError(f"'{cls.name}+{'+'.join(plugin_names)}' has no option '{unknown[0]}' "
                          f"(its options: {', '.join(valid)})")
-    return cls.with_options({**implied, **base_options}, plugins)
+    return cls.with_options({**cls.hook_defaults, **base_options}, plugins)
 
 
 def encoder_methods() -> list[str]:
@@ -77,11 +67,16 @@ def encoder_methods() -> list[str]:
     return [name for name in METHODS.names() if METHODS.get(name).needs_encoder]
 
 
+def _parse(text: str) -> NamedSpec:
+    spec = parse_named(text)
+    if spec.name.startswith(EXTERNAL_PREFIX):
+        spec = NamedSpec("external", {"name": spec.name[len(EXTERNAL_PREFIX):], **spec.options})
+    return spec
+
+
 def resolve_method(text: str) -> MethodSpec:
     """Parse and validate a method spec; errors are one line and name the valid choices."""
-    spec = parse_named(text)
-    if spec.name.startswith("external:"):
-        spec = NamedSpec("external", {"name": spec.name.split(":", 1)[1], **spec.options})
+    spec = _parse(text)
     base, *plugin_names = spec.name.split("+")
     cls = METHODS.get(base)
     if plugin_names:
@@ -89,3 +84,54 @@ def resolve_method(text: str) -> MethodSpec:
             raise BenchError(f"empty plug-in name in '{spec.name}' (write method+plugin, e.g. d4m+evlf)")
         return MethodSpec(spec, _with_plugins(cls, plugin_names, spec.options))
     return MethodSpec(spec, cls.with_options(spec.options))
+
+
+def _group_rank(name: str) -> tuple[int, str]:
+    cls = METHODS.get(name)
+    return GROUPS.index(cls.group), name
+
+
+def default_methods() -> tuple[str, ...]:
+    """The default grid: every method that declares itself part of it (references first, then
+    selection, then generative methods), then each such method's variant with every default plug-in."""
+    bases = sorted((n for n in METHODS.names() if METHODS.get(n).in_default_grid), key=_group_rank)
+    variants = [f"{m}+{p}" for p in PLUGINS.names() if PLUGINS.get(p).in_default_grid
+                for m in bases if METHODS.get(m).needs_encoder]
+    return (*bases, *variants)
+
+
+def method_group(label: str) -> str:
+    """The ranking group of a row's method label (one of `methods.base.GROUPS`); a method this
+    installation no longer knows is "other"."""
+    try:
+        return METHODS.get(_parse(label).name.split("+")[0]).group
+    except (BenchError, ValueError):
+        return "other"
+
+
+def base_of(label: str) -> str | None:
+    """The label of the row a plug-in variant is compared with (its base method, as its last
+    plug-in declares), or None for a label without plug-ins."""
+    try:
+        spec = _parse(label)
+    except BenchError:
+        return None
+    if "+" not in spec.name:
+        return None
+    try:
+        plugin = PLUGINS.get(spec.name.rsplit("+", 1)[1])
+    except BenchError:
+        return None
+    return plugin.base_spec(spec).canonical()
+
+
+def plugin_names(labels: list[str]) -> list[str]:
+    """The plug-ins used by any of ``labels``, sorted."""
+    return sorted({part for label in labels for part in _parse_safe(label).name.split("+")[1:]})
+
+
+def _parse_safe(label: str) -> NamedSpec:
+    try:
+        return _parse(label)
+    except BenchError:
+        return NamedSpec(label)

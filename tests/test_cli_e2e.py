@@ -169,4 +169,8 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
     [evlf] = json.loads(shown.stdout)["plugins"]
     assert evlf["status"] == "trained" and evlf["steps"] == 30 and len(evlf["curve"]["info_nce"]) == 30
     assert 0 <= evlf["held_out"]["retrieval_fused"] <= 1 and evlf["held_out"]["fused_mse"] >= 0
+    rows = {r["name"]: r["value"] for r in evlf["rows"]}  # the plug-in's own figures, printed as given
+    assert rows["class retrieval: fused"] == evlf["held_out"]["retrieval_fused"] and rows["training steps"] == 30
+    text = bench("show", SMOKE_VARIANTS[1], "--dataset", "digits")
+    assert text.returncode == 0 and "class retrieval: fused" in text.stdout and "curve: InfoNCE" in text.stdout
     assert (tmp_path / "curves.png").stat().st_size > 0

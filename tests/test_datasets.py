@@ -69,9 +69,11 @@ def test_unknown_option_lists_valid_ones():
 
 
 def test_bad_option_values_are_bench_errors(tmp_path):
-    with pytest.raises(BenchError, match="positive integer"):
+    with pytest.raises(BenchError, match="option 'size' of dataset 'imagefolder' must be int, got 'big'"):
         load_dataset(f"imagefolder:{tmp_path}[size=big]")
-    with pytest.raises(BenchError, match="must be 1 or 0"):
+    with pytest.raises(BenchError, match="must be a positive integer, got '0'"):
+        load_dataset(f"imagefolder:{tmp_path}[size=0]")
+    with pytest.raises(BenchError, match=r"must be bool \(1 or 0\)"):
         load_dataset(f"cifar10[root={tmp_path},download=perhaps]")
     with pytest.raises(BenchError, match="needs a directory"):
         load_dataset("imagefolder")

@@ -7,8 +7,8 @@ import time
 import pytest
 from PIL import Image
 
-from core.artifacts import ArtifactCache
 from benchmark.cli import main
+from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from methods.diffusion import get_backbone
 

@@ -11,12 +11,15 @@ import torch
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
-from methods.base import DistillContext, parse_options
+from core.options import parse_options
+from methods import METHODS
+from methods.base import DistillContext
 from methods.diffusion.context import DiffusionContext
+from methods.dit import HOOK_ADAPT_STEPS
 from methods.evlf import training
 from methods.evlf.fusion import FusionConfig, FusionModule, Projector, projector_stride
 from methods.evlf.losses import mse_weight, multi_positive_info_nce, pool_text
-from methods.evlf.plugin import DIT_ADAPT_STEPS, EVLF
+from methods.evlf.plugin import EVLF
 from methods.evlf.training import SMOKE_OPTIONS, EVLFOptions, get_fusion, train_fusion
 from methods.plugins import PLUGINS
 
@@ -230,7 +233,7 @@ def test_cache_trains_once_then_loads_identical_outputs(dctx, data, tmp_path, mo
 
 def test_plugin_replaces_the_hook(dctx, data, tmp_path):
     cls = PLUGINS.get("evlf")  # importing methods.evlf.plugin registered it
-    assert cls is EVLF and cls.method_defaults == {"dit": {"adapt_steps": DIT_ADAPT_STEPS}}
+    assert cls is EVLF and METHODS.get("dit").hook_defaults == {"adapt_steps": HOOK_ADAPT_STEPS}
     plugin = cls(dataclasses.replace(SMOKE_OPTIONS, train_steps=5, diag_images=20))
     messages: list[str] = []
     ctx = DistillContext(ArtifactCache(tmp_path), torch.device("cpu"), messages.append)
@@ -244,4 +247,5 @@ def test_plugin_replaces_the_hook(dctx, data, tmp_path):
     fused, plain = wrapped.encode_real(images, labels), dctx.encode_real(images, labels)
     assert fused.shape == plain.shape and not torch.allclose(fused, plain)
     stored = plugin.diagnostics(dctx, data, ctx)
-    assert stored is not None and stored.steps == 5
+    assert stored is not None and stored.record["steps"] == 5
+    assert ("training steps", 5) in [(row.name, row.value) for row in stored.rows]

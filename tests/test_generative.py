@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from core.errors import BenchError
 from benchmark.plan import GridRequest, plan_runs
+from core.errors import BenchError
 from methods import resolve_method
 from methods.diffusion.finetune import FinetuneConfig, finetune, trainable_parameters
 from methods.diffusion.kmeans import class_centres, kmeans
@@ -193,7 +193,7 @@ def test_plugin_options_never_shadow_a_method_option():
     # `X+P[name=v]` routes `name` to the plug-in when it declares it: a shared name would make
     # the method's option unreachable in every +P variant.
     from methods import METHODS
-    from methods.base import option_names
+    from core.options import option_names
     from methods.plugins import PLUGINS
     from methods.registry import encoder_methods
 
@@ -212,7 +212,7 @@ def test_evlf_options_go_to_the_plugin_and_the_rest_to_the_method():
     [evlf] = d4m.plugins
     assert (evlf.options.lambda1, evlf.options.layers) == (0.05, 4)
     assert d4m.config()["plugins"][0]["options"]["lambda1"] == 0.05
-    assert resolve_method("dit+evlf").distiller.settings.adapt_steps > 0  # the plug-in's default for dit
+    assert resolve_method("dit+evlf").distiller.settings.adapt_steps > 0  # dit's own value for a replaced hook
     assert resolve_method("dit+evlf[adapt_steps=7]").distiller.settings.adapt_steps == 7
     assert resolve_method("dit").distiller.settings.adapt_steps == 0
     with pytest.raises(BenchError, match="has no option 'lamda1'"):
@@ -237,6 +237,8 @@ def smoke_setup(tmp_path_factory):
         @register_plugin("same-latents")
         class SameLatents(Plugin):
             """Replaces the hook by an equal one: a variant that must not change anything."""
+
+            in_default_grid = False
 
             def wrap(self, dctx, data, ctx):
                 return dctx.replace_hook(dctx.encode_real, "same")

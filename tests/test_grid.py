@@ -1,6 +1,6 @@
 """Grid expansion: content hashes, one job per distilled set, `full` independent of IPC."""
-from core.runs import group_jobs
 from benchmark.plan import GridRequest, plan_runs
+from core.runs import group_jobs
 
 
 def _plan(**kw):
@@ -57,3 +57,25 @@ def test_the_default_grid_holds_every_method_and_variant():
     assert built_in <= set(DEFAULT_GRID.methods)
     assert {f"{m}+evlf" for m in encoder_methods()} <= set(DEFAULT_GRID.methods)
     assert DEFAULT_GRID.ipcs == (1, 10, 50) and DEFAULT_GRID.datasets == ("fashion-mnist",)
+
+
+def test_the_default_grid_plans_exactly_the_runs_of_the_published_store():
+    # The committed store behind leaderboards/ holds the default grid (quick budget) as run by
+    # `make bench`: planning it again must give the same content hashes, or every published
+    # row would silently stop matching the code (and be rerun by the next `make bench`).
+    import pytest
+
+    import sqlite3
+    from pathlib import Path
+
+    from benchmark.plan import DEFAULT_GRID
+    from core.datasets.fashion_mnist import DEBIAN_DIR, FILES
+
+    if not all((DEBIAN_DIR / f"{stem}.gz").is_file() for stem in FILES.values()):
+        pytest.skip(f"Fashion-MNIST not installed in {DEBIAN_DIR} (make setup installs it)")
+    db = Path(__file__).resolve().parents[1] / "leaderboards" / "store" / "bench.sqlite3"
+    with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as conn:  # leaves the checkout untouched
+        published = set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
+                                     "WHERE status = 'ok' AND protocol = 'dc' AND budget = 'quick'").fetchall())
+    planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(DEFAULT_GRID).runs}
+    assert len(planned) == 93 and planned == published

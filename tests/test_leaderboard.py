@@ -10,7 +10,7 @@ from benchmark.leaderboard import (
     FULL_LABEL, build_leaderboards, render_markdown, render_rich, write_leaderboards,
 )
 from benchmark.stats import summarize
-from benchmark.store import ResultRow
+from core.rows import ResultRow
 
 _counter = iter(range(10**6))
 

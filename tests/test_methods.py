@@ -2,18 +2,19 @@
 import pytest
 import torch
 
+from benchmark.trial import distill_context
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
+from core.distilled import DistilledSet
 from core.errors import BenchError
 from methods import resolve_method
-from methods.base import DistillContext, DistilledSet
 from methods.herding import herding_order
 from methods.random import random_indices
 
 
 @pytest.fixture
 def ctx(tmp_path):
-    return DistillContext(ArtifactCache(tmp_path / "cache"), torch.device("cpu"))
+    return distill_context(ArtifactCache(tmp_path / "cache"), torch.device("cpu"))
 
 
 def test_random_gives_ipc_per_class_and_same_seed_same_subset(ctx):

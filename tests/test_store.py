@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.store import ResultStore, default_store_root
 from core.errors import BenchError
-from benchmark.store import ResultRow, ResultStore, default_store_root
+from core.rows import ResultRow
 
 
 def make_row(run_hash: str = "h1", status: str = "ok", **kw) -> ResultRow:

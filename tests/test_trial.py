@@ -1,12 +1,10 @@
 """The trial body without Ray: every protocol runs end to end on `digits` with `smoke`."""
-import json
-
 import pytest
 import torch
 
 from benchmark.plan import GridRequest, plan_runs
-from core.runs import group_jobs
 from benchmark.trial import execute_job
+from core.runs import group_jobs
 
 
 def _rows(protocol: str, methods=("random", "full"), cache=None):
@@ -15,7 +13,7 @@ def _rows(protocol: str, methods=("random", "full"), cache=None):
     rows = []
     for job in group_jobs(runs):
         execute_job(job, str(cache), torch.device("cpu"),
-                    lambda m: rows.append(json.loads(m["row"])) if "row" in m else None)
+                    lambda m: rows.append(m["row"].to_json()) if "row" in m else None)
     return rows
 
 

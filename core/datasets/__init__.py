@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 import re
-import types
 import typing
 
 from core.datasets import cifar10, digits, fashion_mnist, imagefolder  # noqa: F401  (they register)
 from core.datasets.base import DATASETS, Dataset, Split
 from core.errors import BenchError
+from core.options import base_type, convert
 from core.spec import parse_named
 
 __all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "dataset_names", "clear_cache"]
@@ -17,8 +17,6 @@ __all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "dataset_names", "cle
 _IMAGEFOLDER_PREFIX = "imagefolder:"
 # The path may hold characters parse_named refuses (spaces, ~); only a trailing [...] is options.
 _IMAGEFOLDER_SPEC = re.compile(r"^imagefolder:(?P<path>.*?)\s*(?P<opts>\[[^\[\]]*\])?\s*$", re.DOTALL)
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 _MEMO: dict[tuple, Dataset] = {}
 
@@ -50,20 +48,14 @@ def _split_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _convert(dataset: str, key: str, raw: str, hint: object) -> object:
-    """Turn the option string into the type the loader's signature declares."""
+    """Turn the option string into the type the loader's signature declares; sizes and counts
+    (every integer option of a loader) must be positive."""
     if raw == "":
         raise BenchError(f"dataset '{dataset}': option {key} is empty; write {key}=VALUE")
-    if hint is bool:
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise BenchError(f"dataset '{dataset}': option {key} must be 1 or 0, got '{raw}'")
-    if hint is int:
-        if not raw.isdigit() or int(raw) <= 0:
-            raise BenchError(f"dataset '{dataset}': option {key} must be a positive integer, got '{raw}'")
-        return int(raw)
-    return raw
+    value = convert(raw, hint, f"option '{key}' of dataset '{dataset}'")
+    if base_type(hint) is int and value <= 0:
+        raise BenchError(f"option '{key}' of dataset '{dataset}' must be a positive integer, got '{raw}'")
+    return value
 
 
 def _options(dataset: str, loader: typing.Callable[..., Dataset], raw: dict[str, str]) -> dict[str, object]:
@@ -78,11 +70,7 @@ def _options(dataset: str, loader: typing.Callable[..., Dataset], raw: dict[str,
     hints = typing.get_type_hints(loader)
     converted = {}
     for key, value in raw.items():
-        hint = hints.get(key, str)
-        # "int | None" and friends: convert to the non-None member.
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            hint = next((a for a in typing.get_args(hint) if a is not type(None)), str)
-        converted[key] = _convert(dataset, key, value, hint)
+        converted[key] = _convert(dataset, key, value, hints.get(key, str))
     return converted
 
 

@@ -1,6 +1,6 @@
 """Shared diffusion machinery for the generative methods: backbones (`backbone.py`, `small.py`,
-`pretrained.py`), the encode/decode context (`context.py`), the samplers (`samplers.py`), the
-text encoder wrapper (`text.py`) and the `bench pretrain` report (`report.py`).
+`pretrained.py`), the encode/decode context (`context.py`), the samplers (`samplers.py`) and the
+text encoder wrapper (`text.py`).
 
 Importing this package is cheap; diffusers is imported by the modules that need it.
 """

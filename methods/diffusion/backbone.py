@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,7 +58,7 @@ class Backbone:
     @property
     def vae_factor(self) -> int:
         """How many pixels of each side one latent cell covers."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return downsampling(self.vae.config.block_out_channels)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -120,7 +120,13 @@ def denoiser_factor(model: nn.Module) -> int:
     cfg = model.config
     if "patch_size" in cfg and cfg.patch_size:
         return int(cfg.patch_size)
-    return 2 ** (len(cfg.block_out_channels) - 1)
+    return downsampling(cfg.block_out_channels)
+
+
+def downsampling(block_out_channels: Sequence[int]) -> int:
+    """How many pixels of each side one cell covers after a diffusers VAE encoder or UNet with
+    these blocks: every block but the last halves the side."""
+    return 2 ** (len(block_out_channels) - 1)
 
 
 def check_resolution(name: str, resolution: int, vae_factor: int, denoisers: list[nn.Module]) -> None:

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from core.artifacts import ArtifactCache, content_key
 from methods.diffusion.backbone import ProgressFn, no_progress
 from methods.diffusion.context import DiffusionContext
+from methods.diffusion.training import EMA, noised_batch
 
 KIND = "finetuned-denoiser"
 VERSION = 1
@@ -109,7 +110,7 @@ def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, sche
     scales.attach()
     trained = [*params.values(), scales.attn, scales.mlp]
     opt = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-    ema = [p.detach().clone() for p in trained]
+    ema = EMA([p.detach().clone() for p in trained], config.ema_decay)
     scheduler = DDPMScheduler.from_config(scheduler_config)
     alphas = scheduler.alphas_cumprod.to(device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -121,26 +122,21 @@ def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, sche
     for step in range(config.steps):
         idx = torch.randint(latents.shape[0], (config.batch_size,), generator=generator).to(device)
         z0, y = latents[idx], labels[idx]
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(device)
-        drop = (torch.rand(z0.shape[0], generator=generator) < config.label_dropout).to(device)
-        noisy = scheduler.add_noise(z0, noise, t)
-        eps = model(noisy, timestep=t, class_labels=torch.where(drop, torch.full_like(y, null_label), y),
+        batch = noised_batch(z0, scheduler, config.label_dropout, generator)
+        eps = model(batch.noisy, timestep=batch.t, class_labels=torch.where(batch.drop, torch.full_like(y, null_label), y),
                     return_dict=False)[0][:, :channels]
-        loss = F.mse_loss(eps, noise)
+        loss = F.mse_loss(eps, batch.noise)
         if extra_loss is not None:
-            loss = loss + extra_loss(_x0_hat(noisy, eps, alphas[t]), z0, y)
+            loss = loss + extra_loss(_x0_hat(batch.noisy, eps, alphas[batch.t]), z0, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        decay = min(config.ema_decay, (1 + step + 1) / (10 + step + 1))  # ramped, as in the backbone loops
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in trained], 1 - decay)
+        ema.update(trained)  # ramped, as in the backbone loops
         losses.append(float(loss.detach()))
         if (step + 1) % every == 0 or step + 1 == config.steps:
             progress("fine-tune denoiser", step + 1, config.steps)
     with torch.no_grad():
-        for p, averaged in zip(trained, ema):
+        for p, averaged in zip(trained, ema.shadow):
             p.copy_(averaged)
     scales.fold()
     model.eval().requires_grad_(False)

@@ -18,10 +18,11 @@ import torch
 
 from core.datasets.base import Dataset
 from core.errors import BenchError
-from methods.base import DistillContext, DistilledSet, Distiller
+from methods.base import DistillContext, DistilledSet, Distiller, check_ipc_fits
 from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, require_denoiser
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.samplers import SamplerConfig
+from methods.plugins import Plugin, PluginReport
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ def _reporter(ctx: DistillContext):
 class DiffusionDistiller(Distiller):
     """A method that generates its set with a diffusion backbone."""
 
+    group = "generative"
     needs_encoder = True
     Options = DiffusionOptions
     uses_kmeans: ClassVar[bool] = False  # k = IPC clusters per class of real latents
@@ -88,10 +90,7 @@ class DiffusionDistiller(Distiller):
             RECIPES.get(self.options.recipe)
         self.sampler_config()  # refuses a bad sampler, step count or guidance
         if self.uses_kmeans:
-            smallest = min(data.train.class_counts(data.num_classes))
-            if ipc > smallest:
-                raise BenchError(f"IPC {ipc} is larger than the smallest class of {data.name} ({smallest} training "
-                                 f"images): '{self.name}' clusters each class's real latents into IPC groups")
+            check_ipc_fits(data, ipc, self.name, ": '{method}' clusters each class's real latents into IPC groups")
 
     def backbone(self, data: Dataset, ctx: DistillContext) -> Backbone:
         options = {"recipe": self.options.recipe} if self.family == "small" else {}
@@ -109,6 +108,25 @@ class DiffusionDistiller(Distiller):
         from methods.diffusion.small import ARTIFACT_KIND, RECIPES, backbone_key
 
         return cache.meta(ARTIFACT_KIND, backbone_key(data, RECIPES.get(self.options.recipe))) is not None
+
+    def plugin_reports(self, data: Dataset, cache: Any) -> list[PluginReport]:
+        if not self.plugins:
+            return []
+        if not self.backbone_available(data, cache):
+            return [PluginReport(p.name, "not trained yet (its backbone is not in the cache)") for p in self.plugins]
+        ctx = DistillContext(cache, torch.device("cpu"))
+        dctx = self.plain_context(data, ctx)
+        reports = []
+        for plugin in self.plugins:
+            diagnostics = plugin.diagnostics(dctx, data, ctx)
+            if diagnostics is not None:
+                reports.append(PluginReport(plugin.name, "trained", diagnostics))
+                dctx = plugin.wrap(dctx, data, ctx)
+            elif type(plugin).diagnostics is Plugin.diagnostics:
+                reports.append(PluginReport(plugin.name, "no diagnostics"))
+            else:
+                reports.append(PluginReport(plugin.name, "not trained yet"))
+        return reports
 
     def plain_context(self, data: Dataset, ctx: DistillContext) -> DiffusionContext:
         """The diffusion context of this data set with the plain hook."""

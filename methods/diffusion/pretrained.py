@@ -19,7 +19,7 @@ import torch
 
 from core.artifacts import content_key
 from core.errors import BenchError
-from methods.diffusion.backbone import Backbone, check_resolution
+from methods.diffusion.backbone import Backbone, check_resolution, downsampling
 from methods.diffusion.text import TextEncoder
 
 DOWNLOAD_ENV = "BENCH_ALLOW_DOWNLOAD"
@@ -149,10 +149,6 @@ def _scheduler_config(source: str, local: bool, fallback: dict[str, Any] | None,
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def _vae_factor(vae: torch.nn.Module) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
 def load_sd15(data, *, device: torch.device, source: str | None = None, resolution: int | None = None) -> Backbone:
     """Stable Diffusion v1.5: VAE, text UNet, CLIP text encoder and tokenizer, noise schedule."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -166,8 +162,8 @@ def load_sd15(data, *, device: torch.device, source: str | None = None, resoluti
         raise BenchError(f"backbone '{name}': the UNet attends to {unet.config.cross_attention_dim}-d text tokens "
                          f"but the text encoder gives {text.dim}-d ones; expected parts of one pipeline")
     sched = _scheduler_config(source, local, None, name, SD15)
-    res = resolution or int(unet.config.sample_size) * _vae_factor(vae)
-    check_resolution(name, res, _vae_factor(vae), [unet])
+    res = resolution or int(unet.config.sample_size) * downsampling(vae.config.block_out_channels)
+    check_resolution(name, res, downsampling(vae.config.block_out_channels), [unet])
     backbone = Backbone(name, "pretrained", vae, float(vae.config.scaling_factor), res, sched,
                         text_denoiser=unet, text_encoder=text, fit="resize",
                         key=content_key({"backbone": name, "source": source, "resolution": res,
@@ -189,8 +185,8 @@ def load_dit_xl_2_256(data, *, device: torch.device, source: str | None = None, 
                           source, local, "transformer")
     vae = _load_diffusers(AutoencoderKL, ("AutoencoderKL",), name, SD_VAE_FT_MSE, vae_src, vae_local, "")
     sched = _scheduler_config(source, local, DIT_SCHEDULE, name, DIT_XL_2_256)
-    res = resolution or int(dit.config.sample_size) * _vae_factor(vae)
-    check_resolution(name, res, _vae_factor(vae), [dit])
+    res = resolution or int(dit.config.sample_size) * downsampling(vae.config.block_out_channels)
+    check_resolution(name, res, downsampling(vae.config.block_out_channels), [dit])
     backbone = Backbone(name, "pretrained", vae, float(vae.config.scaling_factor), res, sched,
                         class_denoiser=dit, fit="resize",
                         key=content_key({"backbone": name, "source": source, "vae": vae_src, "resolution": res,

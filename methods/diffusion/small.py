@@ -16,7 +16,7 @@ from diffusers.models.embeddings import LabelEmbedding
 from core.artifacts import ArtifactCache, content_key
 from core.errors import BenchError
 from core.registry import Registry
-from methods.diffusion.backbone import FITS, Backbone, ProgressFn, check_resolution, no_progress
+from methods.diffusion.backbone import FITS, Backbone, ProgressFn, check_resolution, downsampling, no_progress
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder, load_minilm, minilm_version
 from methods.diffusion.training import Optim, train_denoiser, train_vae
@@ -135,7 +135,7 @@ def build_models(recipe: SmallRecipe, channels: int, num_classes: int, text_dim:
                         block_out_channels=v.block_out_channels, layers_per_block=v.layers_per_block,
                         latent_channels=v.latent_channels, norm_num_groups=v.norm_num_groups,
                         sample_size=recipe.resolution, mid_block_add_attention=False)
-    side = recipe.resolution // 2 ** (len(v.block_out_channels) - 1)
+    side = recipe.resolution // downsampling(v.block_out_channels)
     d = recipe.dit
     dit = DiTTransformer2DModel(num_attention_heads=d.heads, attention_head_dim=d.width // d.heads,
                                 in_channels=v.latent_channels, out_channels=v.latent_channels,
@@ -161,9 +161,9 @@ def validate(data, recipe: SmallRecipe) -> None:
     """Refuse data the recipe cannot train on, before any work starts."""
     if recipe.fit not in FITS:
         raise BenchError(f"recipe '{recipe.name}': fit must be one of {', '.join(FITS)}, got '{recipe.fit}'")
-    factor = 2 ** (len(recipe.vae.block_out_channels) - 1)
+    factor = downsampling(recipe.vae.block_out_channels)
     patch = recipe.dit.patch_size
-    unet_factor = 2 ** (len(recipe.unet.block_out_channels) - 1)
+    unet_factor = downsampling(recipe.unet.block_out_channels)
     step = factor * max(patch, unet_factor)
     if recipe.resolution % step:
         raise BenchError(f"recipe '{recipe.name}': resolution {recipe.resolution} is not a multiple of {step} "
@@ -297,7 +297,7 @@ def load_small_backbone(data, *, cache: ArtifactCache | None, device: torch.devi
     vae = _from_state(AutoencoderKL, configs["vae"], weights["vae"])
     dit = _from_state(DiTTransformer2DModel, configs["class_denoiser"], weights["class_denoiser"])
     unet = _from_state(UNet2DConditionModel, configs["text_denoiser"], weights["text_denoiser"])
-    check_resolution("small", recipe.resolution, 2 ** (len(vae.config.block_out_channels) - 1), [dit, unet])
+    check_resolution("small", recipe.resolution, downsampling(vae.config.block_out_channels), [dit, unet])
     backbone = Backbone(
         name=f"small[recipe={recipe.name}]", family="small", vae=vae, latent_scale=float(vae.config.scaling_factor),
         resolution=recipe.resolution, scheduler_config=dict(configs["scheduler"]), class_denoiser=dit,

@@ -10,15 +10,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import DDPMScheduler
 from torch import nn
 from torch.nn import functional as F
 
 from methods.diffusion.backbone import ProgressFn
+
+if TYPE_CHECKING:  # diffusers takes seconds to import; `bench list` must not pay for it
+    from diffusers import DDPMScheduler
 
 # (noisy latents, timesteps, batch indices, drop mask) -> predicted noise
 DenoiserStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,25 +46,45 @@ class TrainResult:
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point weights.
+    """Exponential moving average of tensors being trained (a model's weights, or the subset a
+    fine-tuning trains), kept in ``shadow``.
 
     The decay ramps up as (1 + n) / (10 + n) so that short runs are not dominated by the
     random initial weights.
     """
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, shadow: list[torch.Tensor], decay: float):
+        self.shadow = shadow
         self.decay = decay
-        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, current: Iterable[torch.Tensor]) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         # One fused call over all tensors: a Python loop per parameter costs more than the maths.
-        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - d)
-        for s, b in zip(self.shadow.buffers(), model.buffers()):
-            s.copy_(b)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in current], 1 - d)
+
+
+@dataclass(frozen=True)
+class NoisedBatch:
+    """Clean latents noised at random timesteps, and which samples lose their condition."""
+
+    noise: torch.Tensor
+    t: torch.Tensor
+    drop: torch.Tensor
+    noisy: torch.Tensor
+
+
+def noised_batch(z0: torch.Tensor, noise_scheduler: DDPMScheduler, drop_prob: float,
+                 generator: torch.Generator) -> NoisedBatch:
+    """The epsilon-prediction training input: noise, timesteps and the condition-drop mask drawn
+    in this order from ``generator`` (on the CPU, so a run is the same on every device)."""
+    device = z0.device
+    noise = torch.randn(z0.shape, generator=generator).to(device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(device)
+    drop = (torch.rand(z0.shape[0], generator=generator) < drop_prob).to(device)
+    return NoisedBatch(noise, t, drop, noise_scheduler.add_noise(z0, noise, t))
 
 
 def _optimizer(model: nn.Module, optim: Optim) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -126,27 +149,27 @@ def train_denoiser(model: nn.Module, latents: torch.Tensor, noise_scheduler: DDP
     """
     generator = torch.Generator().manual_seed(seed)
     opt, schedule = _optimizer(model, optim)
-    ema = EMA(model, ema_decay)
+    averaged = copy.deepcopy(model).eval().requires_grad_(False)
+    ema = EMA(list(averaged.parameters()), ema_decay)
     model.train()
     device = latents.device
-    num_t = noise_scheduler.config.num_train_timesteps
     batches = _indices(latents.shape[0], optim.batch_size, generator)
     start, loss = time.perf_counter(), torch.tensor(float("nan"))
     every = _report_every(optim.steps)
     for step in range(optim.steps):
         idx = next(batches)
-        z0 = latents[idx.to(device)]
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        t = torch.randint(0, num_t, (z0.shape[0],), generator=generator).to(device)
-        drop = (torch.rand(z0.shape[0], generator=generator) < drop_prob).to(device)
-        pred = forward(noise_scheduler.add_noise(z0, noise, t), t, idx, drop)
-        loss = F.mse_loss(pred[:, : noise.shape[1]], noise)
+        batch = noised_batch(latents[idx.to(device)], noise_scheduler, drop_prob, generator)
+        pred = forward(batch.noisy, batch.t, idx, batch.drop)
+        loss = F.mse_loss(pred[:, : batch.noise.shape[1]], batch.noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         schedule.step()
-        ema.update(model)
+        ema.update(model.parameters())
+        with torch.no_grad():
+            for kept, buffer in zip(averaged.buffers(), model.buffers()):
+                kept.copy_(buffer)
         if (step + 1) % every == 0 or step + 1 == optim.steps:
             progress(phase, step + 1, optim.steps)
     model.eval()
-    return ema.shadow, TrainResult(optim.steps, time.perf_counter() - start, float(loss.detach()))
+    return averaged, TrainResult(optim.steps, time.perf_counter() - start, float(loss.detach()))

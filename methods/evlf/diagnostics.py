@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from methods.plugins import Diagnostic, Diagnostics
+
 
 @dataclass
 class LossCurve:
@@ -94,3 +96,22 @@ def held_out_figures(raw: torch.Tensor, fused: torch.Tensor, projected_raw: torc
         retrieval_fused=retrieval_accuracy(projected_fused, prompts, labels),
         retrieval_raw=retrieval_accuracy(projected_raw, prompts, labels),
         chance=1.0 / prompts.shape[0])
+
+
+def as_rows(diagnostics: FusionDiagnostics) -> Diagnostics:
+    """The diagnostics as the plug-in interface reports them: figures, the loss curves, the record."""
+    curve, held = diagnostics.curve, diagnostics.held_out
+    rows = [
+        Diagnostic("training steps", diagnostics.steps),
+        Diagnostic("training time", round(diagnostics.train_seconds, 1), "s"),
+        Diagnostic("InfoNCE, first → last", f"{curve.info_nce[0]:.3f} → {curve.info_nce[-1]:.3f}"),
+        Diagnostic("MSE to input, first → last", f"{curve.mse[0]:.4f} → {curve.mse[-1]:.4f}"),
+        Diagnostic("held-out images", held.images),
+        Diagnostic("fused vs raw: mean squared distance", held.fused_mse),
+        Diagnostic("fused vs raw: share of the raw variance", held.relative_mse),
+        Diagnostic("class retrieval: fused", held.retrieval_fused),
+        Diagnostic("class retrieval: raw", held.retrieval_raw),
+        Diagnostic("class retrieval: chance", held.chance),
+    ]
+    curves = {"InfoNCE": curve.info_nce, "MSE to input": curve.mse, "MSE weight": curve.mse_weight}
+    return Diagnostics(rows, list(curve.step), curves, diagnostics.to_json())

@@ -7,18 +7,14 @@ import functools
 from typing import TYPE_CHECKING
 
 from methods.diffusion.backbone import ProgressFn
-from methods.evlf.diagnostics import FusionDiagnostics
+from methods.evlf.diagnostics import as_rows
 from methods.evlf.training import EVLFOptions, TrainedFusion, get_fusion, load_fusion
-from methods.plugins import Plugin, register_plugin
+from methods.plugins import Diagnostics, Plugin, register_plugin
 
 if TYPE_CHECKING:
     from core.datasets.base import Dataset
     from methods.base import DistillContext
     from methods.diffusion.context import DiffusionContext
-
-# Diffusion-loss adaptation steps of the class denoiser on fused latents for ``dit+evlf`` (the
-# authors' optional denoiser adaptation); as many as the small `minimax` preset fine-tunes.
-DIT_ADAPT_STEPS = "600"
 
 
 def _reporter(ctx: DistillContext, parts: int = 10) -> ProgressFn:
@@ -39,7 +35,6 @@ class EVLF(Plugin):
     """Early vision-language fusion (CVPR 2026) as a replacement of the ``encode_real`` hook."""
 
     Options = EVLFOptions
-    method_defaults = {"dit": {"adapt_steps": DIT_ADAPT_STEPS}}
 
     def trained(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> TrainedFusion:
         """The fusion module for this backbone and data: cached, or trained now."""
@@ -57,7 +52,7 @@ class EVLF(Plugin):
         trained = self.trained(dctx, data, ctx)
         return dctx.replace_hook(functools.partial(trained.encode, dctx), hook_id=f"evlf:{trained.key}")
 
-    def diagnostics(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> FusionDiagnostics | None:
+    def diagnostics(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> Diagnostics | None:
         """The stored diagnostics of the cached module, or None if it was never trained."""
         trained = load_fusion(dctx, data, self.options, ctx.cache)
-        return None if trained is None else trained.diagnostics
+        return None if trained is None else as_rows(trained.diagnostics)

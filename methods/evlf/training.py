@@ -2,7 +2,7 @@
 content-addressed, and the trained-module record whose `encode` becomes the plug-in's hook.
 
 Loss: ``lambda1 * InfoNCE(P(F(z, text)), t) + l2(step) * MSE(F(z, text), z)`` with the VAE and
-the text encoder frozen (see docs/methods.md, "EVLF"). A run is a pure function of the
+the text encoder frozen. A run is a pure function of the
 backbone, the data and the options: batches, flips, text augmentation and posterior samples
 come from one seeded generator, initialisation and dropout from a forked, seeded global RNG.
 Training runs in float32 (the paper's mixed precision is a speed device, not part of the method).
@@ -277,9 +277,7 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
             idx = next(batches)
             x = images[idx]
             # Flip the images, then encode them, every step: the VAE is not flip-equivariant, so
-            # flipping latents would be wrong, and at ~0.8 ms per image on one CPU thread (a tenth
-            # of a training step's cost) encoding on the fly beats pre-encoding both orientations
-            # of the whole split whenever training sees fewer than 2x the split's images.
+            # flipping latents would be wrong, and encoding is a small part of a step's cost.
             if options.flip:
                 x = _flip_some(x, generator)
             z = dctx.vae_latents(x, generator if options.latent == "sample" else None)

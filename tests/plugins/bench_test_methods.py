@@ -5,5 +5,6 @@ from methods.registry import register_method
 
 @register_method("always-fails")
 class AlwaysFails(Distiller):
+    in_default_grid = False
     def distill(self, data, ipc, seed, ctx):
         raise RuntimeError("this method fails on purpose")

@@ -7,23 +7,23 @@ costs a cache read; its PNGs are rewritten from the cached sample grids when mis
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import save_image
 
+from benchmark.sample_grids import class_rows, save_class_grid
 from core.artifacts import ArtifactCache, content_key
-from evaluators.teacher import TeacherRecipe, get_teacher
-from evaluators.train import accuracy, normalise
+from core.datasets.base import normalise
+from core.files import write_atomic
+from core.teachers import TeacherRecipe
+from evaluators.teacher import get_teacher
+from evaluators.train import accuracy
 from methods.diffusion.backbone import Backbone, ProgressFn, no_progress
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.samplers import SamplerConfig, StepState, sample_class, sample_text
@@ -118,8 +118,7 @@ def _build(backbone: Backbone, data, cfg: ReportConfig, teacher, progress: Progr
             images = _samples(ctx, kind, labels, sampler, cfg, progress)
             by_sampler[sampler][kind] = round(_teacher_scores(teacher, images, labels, data), 2)
             if sampler == cfg.samplers[0]:
-                keep = torch.cat([torch.nonzero(labels == c).flatten()[: cfg.grid_per_class]
-                                  for c in range(data.num_classes)])
+                keep = torch.cat(class_rows(labels, cfg.grid_per_class))
                 grids[kind] = (images[keep] * 255).round().to(torch.uint8)
     accs = by_sampler[cfg.samplers[0]]
     counts = backbone.param_counts()
@@ -158,28 +157,18 @@ def get_report(backbone: Backbone, data, cfg: ReportConfig, cache: ArtifactCache
     return record, False
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    # A crash mid-write must not leave a truncated PNG or JSON where a reader expects a whole one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_report_files(directory: Path, record: dict[str, Any]) -> dict[str, Path]:
     """Write ``report.json`` and one ``samples_<kind>_denoiser.png`` per denoiser (one row per class)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"report_json": directory / "report.json"}
     for kind, grid in record["grids"].items():
+        per_class = record["grid_per_class"]
+        labels = torch.arange(grid.shape[0] // per_class).repeat_interleave(per_class)
         buffer = io.BytesIO()
-        save_image(grid.float() / 255, buffer, format="png", nrow=record["grid_per_class"], padding=1)
+        save_class_grid(grid.float() / 255, labels, buffer, per_class)
         path = directory / f"samples_{kind}_denoiser.png"
-        _write_atomic(path, buffer.getvalue())
+        write_atomic(path, lambda f, payload=buffer.getvalue(): f.write(payload))
         paths[f"grid_{kind}_denoiser"] = path
-    _write_atomic(paths["report_json"], json.dumps(record["report"], indent=1).encode())
+    payload = json.dumps(record["report"], indent=1).encode()
+    write_atomic(paths["report_json"], lambda f: f.write(payload))
     return paths

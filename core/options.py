@@ -1,0 +1,68 @@
+"""Options written on the command line (``name[key=value,...]``) turned into typed values.
+
+Methods, plug-ins and data sets declare their options with types (dataclass fields or a
+loader's signature); this is the one conversion from the strings a user typed to those types.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from core.errors import BenchError
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def base_type(kind: Any) -> Any:
+    """``"float | None"`` (a postponed annotation) or ``float | None`` -> ``float``; others pass through."""
+    if isinstance(kind, str):
+        parts = [p.strip() for p in kind.split("|") if p.strip() != "None"]
+        return parts[0] if len(parts) == 1 else kind
+    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(kind).__name__ in ("UnionType", "_UnionGenericAlias") else kind
+
+
+def convert(text: str, kind: Any, what: str) -> Any:
+    """``text`` as a value of ``kind`` (bool, int, float or str); ``what`` names the option in errors,
+    e.g. ``"option 'size' of dataset 'imagewoof'"``."""
+    kind = base_type(kind)
+    try:
+        if kind in (bool, "bool"):
+            lowered = text.lower()
+            if lowered in TRUE:
+                return True
+            if lowered in FALSE:
+                return False
+            raise ValueError(text)
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+        return text
+    except ValueError:
+        type_name = getattr(kind, "__name__", str(kind))
+        hint = " (1 or 0)" if type_name == "bool" else ""
+        raise BenchError(f"{what} must be {type_name}{hint}, got '{text}'") from None
+
+
+def option_names(options_type: type) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(options_type))
+
+
+def parse_options(owner: str, options_type: type, raw: dict[str, str], kind: str = "method") -> Any:
+    """Turn ``{"strength": "0.5"}`` into an options dataclass, refusing unknown names and bad values.
+
+    A dataclass may check its values in ``__post_init__`` by raising ValueError; that becomes
+    a one-line BenchError too.
+    """
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "none"
+        raise BenchError(f"{kind} '{owner}' has no option '{unknown[0]}' (its options: {valid})")
+    values = {k: convert(v, fields[k].type, f"option '{k}' of {kind} '{owner}'") for k, v in raw.items()}
+    try:
+        return options_type(**values)
+    except ValueError as exc:
+        raise BenchError(f"{kind} '{owner}': {exc}") from None
