@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from core.datasets import load_dataset
 from core.errors import BenchError
-from core.runs import RunSpec
+from core.runs import RunSpec, conditioning_of
 from evaluators.archs import ARCHS, StudentShape, build_student
 from evaluators.protocols import resolve
 from methods import METHODS, default_methods, resolve_method
@@ -66,6 +66,7 @@ def plan_runs(req: GridRequest) -> Plan:
     runs: list[RunSpec] = []
     for dataset in req.datasets:
         data = load_dataset(dataset)
+        conditioning = conditioning_of(data)
         for arch in req.archs:
             check_arch_fits(arch, data, budget.student_width)
         for label, spec in methods.items():
@@ -79,6 +80,6 @@ def plan_runs(req: GridRequest) -> Plan:
                             method=label, method_config=json.dumps(spec.distiller.config(), sort_keys=True),
                             dataset=dataset, data_fingerprint=data.fingerprint(), ipc=ipc, arch=arch,
                             protocol=protocol.name, protocol_config=protocol_config, budget=budget.name,
-                            seed=seed,
+                            seed=seed, conditioning=conditioning,
                         ))
     return Plan(runs)

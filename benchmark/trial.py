@@ -16,7 +16,7 @@ from core.artifacts import ArtifactCache
 from core.datasets import Dataset, load_dataset
 from core.distilled import DistilledSet
 from core.rows import ResultRow
-from core.runs import DistillJob
+from core.runs import DistillJob, conditioning_of
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
 from evaluators.quality import score_quality
@@ -43,7 +43,8 @@ def set_key(job: DistillJob, data: Dataset) -> str:
     (an external set's content hash lives only there)."""
     distiller = resolve_method(job.method).distiller
     config = json.loads(job.runs[0].method_config) if job.runs else distiller.config()
-    return job.distill_key(config, data.fingerprint(), distiller.deterministic)
+    conditioning = job.runs[0].conditioning if job.runs else conditioning_of(data)
+    return job.distill_key(config, data.fingerprint(), distiller.deterministic, conditioning)
 
 
 def place_set(job: DistillJob, data: Dataset, dset: DistilledSet, cache: ArtifactCache) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.artifacts import content_key
+from core.datasets.base import Dataset
 
 HARNESS_VERSION = 1  # bump when a change alters what any run computes
 
@@ -30,12 +31,20 @@ class RunSpec:
     protocol_config: str  # JSON of the protocol and budget definitions
     budget: str
     seed: int
+    # JSON of where the classes' names, prompts and ImageNet ids come from, for data sets whose
+    # classes are ImageNet classes; empty (and then absent from the config and its hash, which
+    # keeps the hashes of earlier rows) for data sets that name their own classes
+    conditioning: str = ""
 
     def config(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["method_config"] = json.loads(self.method_config)
         d["protocol_config"] = json.loads(self.protocol_config)
         d["harness_version"] = HARNESS_VERSION
+        if self.conditioning:
+            d["conditioning"] = json.loads(self.conditioning)
+        else:
+            del d["conditioning"]
         return d
 
     @property
@@ -61,10 +70,15 @@ class DistillJob:
     seed: int
     runs: tuple[RunSpec, ...]
 
-    def distill_key(self, method_config: dict[str, Any], data_fingerprint: str, deterministic: bool) -> str:
-        """Content key of the distilled set; deterministic methods ignore the seed."""
-        return content_key({"method": method_config, "data": data_fingerprint, "ipc": self.ipc,
-                            "seed": None if deterministic else self.seed, "harness_version": HARNESS_VERSION})
+    def distill_key(self, method_config: dict[str, Any], data_fingerprint: str, deterministic: bool,
+                    conditioning: str = "") -> str:
+        """Content key of the distilled set; deterministic methods ignore the seed. The data set's
+        conditioning (see `RunSpec.conditioning`) enters only when there is one."""
+        key = {"method": method_config, "data": data_fingerprint, "ipc": self.ipc,
+               "seed": None if deterministic else self.seed, "harness_version": HARNESS_VERSION}
+        if conditioning:
+            key["conditioning"] = json.loads(conditioning)
+        return content_key(key)
 
     def label(self) -> str:
         ipc = "" if self.ipc is None else f" · ipc {self.ipc}"
@@ -85,3 +99,11 @@ def group_jobs(runs: list[RunSpec]) -> list[DistillJob]:
     for r in runs:
         jobs.setdefault((r.method, r.dataset, r.ipc, r.seed), []).append(r)
     return [DistillJob(m, d, i, s, tuple(rs)) for (m, d, i, s), rs in jobs.items()]
+
+
+def conditioning_of(data: Dataset) -> str:
+    """A data set's `RunSpec.conditioning`: its prompt source and ImageNet wnids, or "" when it
+    names its own classes."""
+    if data.wnids is None:
+        return ""
+    return json.dumps({"prompts": data.prompt_source, "wnids": list(data.wnids)}, sort_keys=True)

@@ -80,6 +80,7 @@ class Plugin(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoPluginOptions
     in_default_grid: ClassVar[bool] = True  # its variants of every default-grid method run in `bench run`
+    needs_text_encoder: ClassVar[bool] = False  # reads class prompts: the backbone must load a text encoder
 
     def __init__(self, options: Any | None = None):
         self.options = options if options is not None else self.Options()

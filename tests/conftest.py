@@ -54,3 +54,45 @@ def tiny_backbone_parts():
                         text_denoiser=unet, text_encoder=text, fit="pad-or-resize", key=key).eval()
 
     return build
+
+
+@pytest.fixture(scope="session")
+def imagewoof_root(tmp_path_factory):
+    """An ImageWoof tree with the real wnid folders (train/ and val/), three small images per
+    class and split in mixed sizes, aspect ratios and formats: RGB and CMYK JPEG, greyscale and
+    RGBA PNG. Class k is a flat colour, so a loaded label can be checked against its pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from core.datasets.imagefolder import IMAGEWOOF
+
+    root = tmp_path_factory.mktemp("imagewoof")
+    shapes = ((20, 16), (16, 28), (24, 24))
+    for split in ("train", "val"):
+        for k, wnid in enumerate(IMAGEWOOF):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            colour = (25 * k, 255 - 25 * k, 128)
+            for i, (w, h) in enumerate(shapes):
+                img = Image.fromarray(np.full((h, w, 3), colour, dtype=np.uint8))
+                if i == 0:
+                    img.convert("CMYK" if k % 2 else "RGB").save(folder / f"{i}.JPEG", quality=95)
+                else:
+                    img.convert("L" if (k + i) % 3 == 0 else "RGBA").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sd15_dir(tmp_path_factory):
+    """A miniature Stable Diffusion v1.5 directory (see `miniatures.write_sd15`)."""
+    from miniatures import write_sd15
+
+    return write_sd15(tmp_path_factory.mktemp("sd15"))
+
+
+@pytest.fixture(scope="session")
+def dit_dirs(tmp_path_factory):
+    """Miniature DiT-XL/2-256 and sd-vae-ft-mse directories (see `miniatures.write_dit`)."""
+    from miniatures import write_dit
+
+    return write_dit(tmp_path_factory.mktemp("dit"))

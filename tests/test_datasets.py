@@ -322,7 +322,7 @@ def _check_colours(split: Split) -> None:
 def test_imagefolder_tiny_tree(tmp_path):
     _write_tree(tmp_path, ["zebra", "apple", "mango_tree"], {"train": 12, "val": 4})
     ds = load_dataset(f"imagefolder:{tmp_path}[size=16]")
-    assert ds.class_names == ("apple", "mango_tree", "zebra")
+    assert ds.class_names == ("apple", "mango_tree", "zebra") and ds.wnids is None
     assert ds.prompts == ("apple", "mango tree", "zebra")
     assert (len(ds.train), len(ds.val), len(ds.test)) == (32, 4, 12)
     assert ds.test.class_counts(3) == [4, 4, 4]
@@ -355,8 +355,10 @@ def test_imagewoof_tiny_tree_in_wnid_order(tmp_path, monkeypatch):
     _write_tree(tmp_path, wnids, {"train": 3, "val": 1})
     monkeypatch.setenv("BENCH_IMAGEWOOF_ROOT", str(tmp_path))
     ds = load_dataset("imagewoof[size=16]")
-    assert ds.class_names[:3] == ("Australian terrier", "Border terrier", "Samoyed")
-    assert ds.prompts[9] == "old english sheepdog"
+    # names and prompts are ImageNet-1k's class names, as the papers prompt (timm's table)
+    assert ds.class_names[:3] == ("Australian terrier", "Border terrier", "Samoyed, Samoyede")
+    assert ds.prompts[9] == "Old English sheepdog, bobtail" and ds.wnids == IMAGEWOOF
+    assert ds.prompt_source.startswith("ImageNet-1k class names")
     assert (len(ds.train) + len(ds.val), len(ds.test)) == (30, 10)
     assert ds.mean == (0.485, 0.456, 0.406)
     _check_colours(ds.train)  # label k is wnid k of the fixed list, not of sorted folder names
@@ -379,10 +381,16 @@ def test_imagenette_without_root_is_explained():
 
 def test_imageidc_reads_class_file(tmp_path):
     wnids = list(IMAGENETTE)
-    _write_tree(tmp_path / "data", wnids + ["n09999999"], {"train": 2, "val": 1})
-    listing = ["# my subset", f"{wnids[0]} small fish"] + wnids[1:] + ["n09999999"]
+    _write_tree(tmp_path / "data", wnids + ["n01443537"], {"train": 2, "val": 1})
+    listing = ["# my subset", f"{wnids[0]}  # the fish", ""] + wnids[1:] + [wnids[1], "n01443537"]
     (tmp_path / "classes.txt").write_text("\n".join(listing) + "\n")
     ds = load_dataset(f"imageidc[root={tmp_path / 'data'},classes={tmp_path / 'classes.txt'},size=16]")
-    assert ds.num_classes == 10
-    assert ds.class_names[:2] == ("small fish", "English springer")
+    assert ds.num_classes == 10 and ds.wnids == IMAGENETTE  # the first ten distinct wnids
+    assert ds.class_names[:2] == ("tench, Tinca tinca", "English springer, English springer spaniel")
+    (tmp_path / "bad.txt").write_text(f"{wnids[0]} small fish\n")
+    with pytest.raises(BenchError, match=r"bad.txt, line 1: expected one ImageNet-1k wnid .* got 'n01440764 small fish'"):
+        load_dataset(f"imageidc[root={tmp_path / 'data'},classes={tmp_path / 'bad.txt'},size=16]")
+    (tmp_path / "bad.txt").write_text("n09999999\n")
+    with pytest.raises(BenchError, match="line 1: expected one ImageNet-1k wnid"):
+        load_dataset(f"imageidc[root={tmp_path / 'data'},classes={tmp_path / 'bad.txt'},size=16]")
     _check_colours(ds.test)

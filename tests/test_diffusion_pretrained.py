@@ -3,76 +3,20 @@ random weights, saved with ``save_pretrained`` in the expected layout, loaded ba
 real loaders, then sampled; and every way a source can be wrong."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, PNDMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 from core.datasets import load_dataset
 from core.errors import BenchError
 from methods.diffusion import DiffusionContext, get_backbone
 from methods.diffusion.samplers import SamplerConfig, img2img, sample_class, sample_text
+from miniatures import tiny_vae
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_vae(channels: int = 3) -> AutoencoderKL:
-    return AutoencoderKL(in_channels=channels, out_channels=channels, down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                         norm_num_groups=8, sample_size=16)
-
-
-def write_tokenizer(directory) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer over single letters (no merges): enough to tokenise class prompts."""
-    directory.mkdir(parents=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in "abcdefghijklmnopqrstuvwxyz":
-        vocab[ch] = len(vocab)
-        vocab[f"{ch}</w>"] = len(vocab)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"),
-                              pad_token="<|endoftext|>", model_max_length=16)
-    for name in ("vocab.json", "merges.txt"):
-        (directory / name).unlink()
-    tokenizer.save_pretrained(str(directory))
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
-def sd15_dir(tmp_path_factory):
-    """A Stable Diffusion v1.5 layout: vae/, unet/, text_encoder/, tokenizer/, scheduler/."""
-    root = tmp_path_factory.mktemp("sd15")
-    torch.manual_seed(0)
-    tiny_vae().save_pretrained(root / "vae")
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
-                         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8).save_pretrained(root / "unet")
-    tokenizer = write_tokenizer(root / "tokenizer")
-    CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
-                                 bos_token_id=0, eos_token_id=1, pad_token_id=1)).save_pretrained(root / "text_encoder")
-    PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True,
-                  steps_offset=1).save_pretrained(root / "scheduler")
-    return root
-
-
-@pytest.fixture(scope="module")
-def dit_dirs(tmp_path_factory):
-    """A DiT layout (transformer/, scheduler/) and a separate AutoencoderKL directory."""
-    root = tmp_path_factory.mktemp("dit")
-    torch.manual_seed(1)
-    # out_channels = 2 x latent channels: noise and variance, as DiT-XL/2 predicts them.
-    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-                          sample_size=8, patch_size=2, num_embeds_ada_norm=1000).save_pretrained(root / "dit" / "transformer")
-    DDIMScheduler(clip_sample=False).save_pretrained(root / "dit" / "scheduler")
-    tiny_vae().save_pretrained(root / "vae")
-    return root / "dit", root / "vae"
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +55,17 @@ def test_sd15_source_from_environment(sd15_dir, digits, monkeypatch):
     assert get_backbone(digits, "sd15", resolution=32).latent_shape == (4, 16, 16)
 
 
-def test_dit_round_trip_and_class_sampling(dit_dirs, digits):
+def test_dit_round_trip_and_class_sampling(dit_dirs, imagewoof_root):
+    woof = load_dataset(f"imagewoof[root={imagewoof_root},size=16]")
     dit_dir, vae_dir = dit_dirs
-    backbone = get_backbone(digits, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir))
+    backbone = get_backbone(woof, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir))
     assert backbone.denoisers() == ["class"] and backbone.null_class == 1000
     assert isinstance(backbone.class_denoiser, DiTTransformer2DModel)
-    ctx = DiffusionContext.for_dataset(backbone, digits)
+    ctx = DiffusionContext.for_dataset(backbone, woof)
     latents = sample_class(ctx, torch.tensor([3, 7]), SamplerConfig("ddpm", steps=3, guidance=4.0),
                            torch.Generator().manual_seed(0))
     assert latents.shape == (2, 4, 8, 8)  # the variance half of the DiT output is dropped
-    assert ctx.decode(latents).shape == (2, 1, 8, 8)
+    assert ctx.decode(latents).shape == (2, 3, 16, 16)
     with pytest.raises(BenchError, match="no text-conditional denoiser"):
         sample_text(ctx, ["a dog"], SamplerConfig(steps=2), torch.Generator())
 
@@ -159,3 +104,68 @@ def test_bad_resolution_and_option(sd15_dir, digits):
         get_backbone(digits, "sd15", source=str(sd15_dir), resolution=10)
     with pytest.raises(BenchError, match="backbone 'sd15' has no option 'recipe'"):
         get_backbone(digits, "sd15", source=str(sd15_dir), recipe="small")
+
+
+def test_the_dit_receives_the_imagenet_index_of_each_wnid(dit_dirs, imagewoof_root):
+    from core.datasets.imagefolder import IMAGEWOOF
+    from core.datasets.imagenet import imagenet_index
+
+    woof = load_dataset(f"imagewoof[root={imagewoof_root},size=16]")
+    dit_dir, vae_dir = dit_dirs
+    backbone = get_backbone(woof, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir))
+    ctx = DiffusionContext.for_dataset(backbone, woof)
+    seen: list[torch.Tensor] = []
+    hook = backbone.class_denoiser.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["class_labels"].clone()), with_kwargs=True)
+    try:
+        sample_class(ctx, torch.arange(10), SamplerConfig("ddpm", steps=2, guidance=4.0), torch.Generator())
+    finally:
+        hook.remove()
+    expected = [imagenet_index(w) for w in IMAGEWOOF]
+    assert expected[:3] == [193, 182, 258]  # Australian terrier, Border terrier, Samoyed in ImageNet-1k
+    # every step: the ten ImageNet indices, then as many null labels (1000) for guidance
+    assert seen and all(s.tolist() == expected + [1000] * 10 for s in seen)
+
+
+def test_classes_that_are_not_imagenet_wnids_are_refused_on_the_dit(dit_dirs, digits):
+    dit_dir, vae_dir = dit_dirs
+    backbone = get_backbone(digits, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir))
+    with pytest.raises(BenchError, match="classes of digits are not ImageNet wnids"):
+        DiffusionContext.for_dataset(backbone, digits)
+
+
+def test_clip_receives_the_imagenet_name_of_each_wnid(sd15_dir, imagewoof_root):
+    woof = load_dataset(f"imagewoof[root={imagewoof_root},size=16]")
+    backbone = get_backbone(woof, "sd15", source=str(sd15_dir))
+    ctx = DiffusionContext.for_dataset(backbone, woof)
+    tokenizer = backbone.text_encoder.tokenizer
+    seen: list[str] = []
+
+    def recording(texts, *args, **kwargs):
+        seen.extend(texts)
+        return tokenizer(texts, *args, **kwargs)
+
+    backbone.text_encoder.tokenizer = recording
+    try:
+        latents = ctx.encode_real(woof.train.float_images()[:2], woof.train.labels[:2])
+        img2img(ctx, latents, torch.tensor([0, 9]), 0.5, SamplerConfig(steps=2, guidance=8.0), torch.Generator())
+    finally:
+        backbone.text_encoder.tokenizer = tokenizer
+    assert {"Australian terrier", "Old English sheepdog, bobtail"} <= set(seen)
+
+
+def test_the_dit_loads_sd15_clip_for_plugins_that_read_prompts(dit_dirs, sd15_dir, imagewoof_root, monkeypatch):
+    woof = load_dataset(f"imagewoof[root={imagewoof_root},size=16]")
+    dit_dir, vae_dir = dit_dirs
+    plain = get_backbone(woof, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir))
+    assert plain.text_encoder is None
+    monkeypatch.setenv("BENCH_SD15", str(sd15_dir))
+    with_text = get_backbone(woof, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir), text_encoder="sd15")
+    assert with_text.text_encoder.name == f"clip:{sd15_dir}" and with_text.key == plain.key  # the DiT is the same
+    assert with_text.text_encoder.encode(["Australian terrier"]).shape == (1, 16, 32)  # padded to max length
+    with pytest.raises(BenchError, match="text_encoder must be one of none, sd15"):
+        get_backbone(woof, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir), text_encoder="t5")
+    monkeypatch.delenv("BENCH_SD15")
+    monkeypatch.delenv("BENCH_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(BenchError, match="not in the local Hugging Face cache.*BENCH_SD15"):
+        get_backbone(woof, "dit-xl-2-256", source=str(dit_dir), vae_source=str(vae_dir), text_encoder="sd15")

@@ -182,6 +182,8 @@ def test_an_override_names_the_row_and_changes_the_run_hash():
     (["--methods", "random+evlf"], "method 'random' has no encoder hook"),
     (["--methods", "herding+evlf"], "method 'herding' has no encoder hook"),
     (["--methods", "d4m+nothing"], "unknown plug-in 'nothing'"),
+    (["--methods", "dit[backbone=dit-xl-2-256]"], "backbone 'dit-xl-2-256' samples ImageNet-1k classes, and the "
+                                                   "classes of digits are not ImageNet wnids"),
 ])
 def test_bad_method_input_is_refused_before_any_work(argv, expected, bench_env, capsys):
     assert main(["run", *argv, "--datasets", "digits", "--budget", "smoke"]) == 2

@@ -56,6 +56,9 @@ class Dataset:
     val: Split
     test: Split
     source: str = ""
+    # The ImageNet-1k synset id of each class, when the classes are ImageNet classes (None otherwise).
+    wnids: tuple[str, ...] | None = None
+    prompt_source: str = "class names"  # where `class_names` and `prompts` come from
     _fingerprint: list = field(default_factory=list, repr=False, compare=False)
 
     @property

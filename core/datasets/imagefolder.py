@@ -1,5 +1,9 @@
 """Loaders for ImageFolder trees (``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*``): a generic
-one, and ImageNette / ImageWoof / ImageIDC, which pick fixed ImageNet wnid folders."""
+one, and ImageNette / ImageWoof / ImageIDC, which pick fixed ImageNet wnid folders.
+
+Classes whose folders are ImageNet-1k synset ids (wnids) take their names and prompts from the
+ImageNet-1k class names, as the papers' pipelines do, and carry the wnids, so a class-conditional
+ImageNet backbone can map them to its own class indices."""
 from __future__ import annotations
 
 import os
@@ -12,6 +16,7 @@ import torch
 from PIL import Image
 
 from core.datasets.base import Dataset, Split, register_dataset
+from core.datasets.imagenet import PROMPT_SOURCE, imagenet_name, is_imagenet_wnid
 from core.datasets.splits import carve_validation
 from core.errors import BenchError, DataMissingError
 
@@ -21,32 +26,11 @@ DEFAULT_SIZE = 128
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 TEST_FOLDERS = ("val", "test")
 
-IMAGEWOOF = {
-    "n02096294": "Australian terrier",
-    "n02093754": "Border terrier",
-    "n02111889": "Samoyed",
-    "n02088364": "Beagle",
-    "n02086240": "Shih-Tzu",
-    "n02089973": "English foxhound",
-    "n02087394": "Rhodesian ridgeback",
-    "n02115641": "Dingo",
-    "n02099601": "Golden retriever",
-    "n02105641": "Old English sheepdog",
-}
-IMAGENETTE = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888257": "parachute",
-}
-# Readable names for wnid folders met in any tree, so a generic copy of a subset reads well.
-WNID_NAMES = {**IMAGEWOOF, **IMAGENETTE}
+# The ten classes of each subset, in the fixed order of its original release.
+IMAGEWOOF = ("n02096294", "n02093754", "n02111889", "n02088364", "n02086240",
+             "n02089973", "n02087394", "n02115641", "n02099601", "n02105641")
+IMAGENETTE = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+              "n03394916", "n03417042", "n03425413", "n03445777", "n03888257")
 
 
 def prompt_for(class_name: str) -> str:
@@ -119,14 +103,15 @@ def build(
     name: str,
     root: Path,
     folders: Sequence[str],
-    class_names: Sequence[str],
     size: int,
     split_key: str,
     how_to_fix: str,
 ) -> Dataset:
     """Load ``root/train`` and ``root/val`` (or ``root/test``) restricted to ``folders``.
 
-    ``split_key`` seeds the fixed validation split; ``how_to_fix`` ends every missing-data message.
+    Folders that are all ImageNet-1k wnids name their classes by ImageNet; other folders name
+    them by themselves. ``split_key`` seeds the fixed validation split; ``how_to_fix`` ends
+    every missing-data message.
     """
     _check_size(size)
     if not root.is_dir():
@@ -142,10 +127,14 @@ def build(
             more = f" (and {len(missing) - 1} more class folders)" if len(missing) > 1 else ""
             raise DataMissingError(f"{name}: folder {split_dir / missing[0]} is missing{more}; {how_to_fix}")
     train, val = carve_validation(split_key, _load_split(root / "train", folders, size))
+    wnids = tuple(folders) if all(is_imagenet_wnid(f) for f in folders) else None
+    class_names = [imagenet_name(w) for w in wnids] if wnids else list(folders)
     return Dataset(
         name=name,
         class_names=tuple(class_names),
-        prompts=tuple(prompt_for(c) for c in class_names),
+        prompts=tuple(class_names) if wnids else tuple(prompt_for(c) for c in class_names),
+        wnids=wnids,
+        prompt_source=PROMPT_SOURCE if wnids else "class folder names",
         channels=3,
         image_size=size,
         mean=IMAGENET_MEAN,
@@ -170,12 +159,11 @@ def load_imagefolder(root: str | None = None, size: int = DEFAULT_SIZE) -> Datas
     folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) < 2:
         raise DataMissingError(f"imagefolder: {train_dir} has {len(folders)} class folders, need at least 2; {how}")
-    names = [WNID_NAMES.get(f, f) for f in folders]
     # Seeded by the class list, not the path, so moving the tree keeps its validation split.
-    return build(f"imagefolder:{path}", path, folders, names, size, "imagefolder:" + ",".join(folders), how)
+    return build(f"imagefolder:{path}", path, folders, size, "imagefolder:" + ",".join(folders), how)
 
 
-def _subset(name: str, env_var: str, wnids: dict[str, str], root: str | None, size: int) -> Dataset:
+def _subset(name: str, env_var: str, wnids: Sequence[str], root: str | None, size: int) -> Dataset:
     how = (
         f"point the harness at a copy with {name}[root=DIR] or {env_var}=DIR, "
         "DIR holding train/<wnid>/ and val/<wnid>/"
@@ -184,7 +172,7 @@ def _subset(name: str, env_var: str, wnids: dict[str, str], root: str | None, si
     if not chosen:
         raise DataMissingError(f"{name}: no data directory given; {how}")
     path = Path(chosen).expanduser()
-    return build(name, path, list(wnids), list(wnids.values()), size, name, how)
+    return build(name, path, list(wnids), size, name, how)
 
 
 @register_dataset("imagewoof")
@@ -199,24 +187,27 @@ def load_imagenette(root: str | None = None, size: int = DEFAULT_SIZE) -> Datase
     return _subset("imagenette", "BENCH_IMAGENETTE_ROOT", IMAGENETTE, root, size)
 
 
-def read_class_file(path: Path, count: int = 10) -> dict[str, str]:
-    """The first ``count`` wnids of a text file, one per line, optionally followed by a name.
-
-    Blank lines and ``#`` comments are skipped; a wnid without a name gets a known name or itself.
-    """
+def read_class_file(path: Path, count: int = 10) -> list[str]:
+    """The first ``count`` distinct wnids of a text file with one ImageNet-1k wnid per line (the
+    form of IDC's class lists); blank lines and ``#`` comments are skipped. Names and prompts
+    come from ImageNet-1k, so a line holding anything after its wnid is refused."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise BenchError(f"cannot read classes file {path}: {exc.strerror or exc}") from None
-    classes: dict[str, str] = {}
-    for line in lines:
-        fields = line.split("#", 1)[0].split(None, 1)
-        if fields and fields[0] not in classes:
-            wnid = fields[0]
-            classes[wnid] = fields[1].strip() if len(fields) > 1 else WNID_NAMES.get(wnid, wnid)
-        if len(classes) == count:
-            return classes
-    raise BenchError(f"classes file {path} lists {len(classes)} distinct wnids; it needs at least {count}")
+    wnids: list[str] = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 1 or not is_imagenet_wnid(fields[0]):
+            raise BenchError(f"classes file {path}, line {number}: expected one ImageNet-1k wnid (e.g. n01440764), "
+                             f"got '{line.strip()}'; class names and prompts come from ImageNet-1k")
+        if fields[0] not in wnids:
+            wnids.append(fields[0])
+        if len(wnids) == count:
+            return wnids
+    raise BenchError(f"classes file {path} lists {len(wnids)} distinct wnids; it needs at least {count}")
 
 
 @register_dataset("imageidc")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from core.datasets.imagenet import CLASS_SPACE
 from core.errors import BenchError
 from core.registry import Registry
 from methods.diffusion.text import TextEncoder
@@ -50,6 +51,9 @@ class Backbone:
     fit: str = "resize"
     key: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # The label space of the class denoiser: None when it was trained on the data set's own class
+    # indices (the small family), "imagenet-1k" when it takes ImageNet-1k class indices.
+    class_space: str | None = None
 
     @property
     def image_channels(self) -> int:
@@ -168,6 +172,9 @@ class BackboneEntry:
     loader: str
     description: str
     denoisers: tuple[str, ...] = DENOISER_KINDS  # which kinds it provides, known without loading it
+    class_space: str | None = None  # its class denoiser's label space (see `Backbone.class_space`)
+    # loader options that add a text encoder to a backbone without one, for plug-ins that read text
+    text_options: dict[str, str] = field(default_factory=dict)
 
     def load(self) -> Callable[..., Backbone]:
         module, _, attr = self.loader.partition(":")
@@ -184,7 +191,8 @@ BACKBONES.add("sd15", BackboneEntry(
     "Stable Diffusion v1.5 (text UNet, CLIP); local diffusers directory or cached hub id", ("text",)))
 BACKBONES.add("dit-xl-2-256", BackboneEntry(
     "pretrained", "methods.diffusion.pretrained:load_dit_xl_2_256",
-    "DiT-XL/2 256 (class DiT) with the sd-vae-ft-mse VAE; local directories or cached hub ids", ("class",)))
+    "DiT-XL/2 256 (class DiT) with the sd-vae-ft-mse VAE; local directories or cached hub ids", ("class",),
+    class_space=CLASS_SPACE, text_options={"text_encoder": "sd15"}))
 
 
 def get_backbone(data: Any, name: str = "small", *, cache: Any = None, device: torch.device | None = None,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.nn import functional as F
 
+from core.datasets.imagenet import CLASS_SPACE, imagenet_index
 from core.errors import BenchError
 from methods.diffusion.backbone import Backbone
 
@@ -37,7 +38,10 @@ class DiffusionContext:
 
     @classmethod
     def for_dataset(cls, backbone: Backbone, data, **kwargs) -> DiffusionContext:
-        """The context for a `Dataset` (its channels, image size and class prompts)."""
+        """The context for a `Dataset`: its channels, image size and class prompts, and, for a
+        class denoiser trained on ImageNet-1k, the ImageNet index of each class's wnid."""
+        if backbone.class_denoiser is not None and backbone.class_space is not None:
+            kwargs.setdefault("class_ids", class_ids_for(backbone.name, backbone.class_space, data))
         return cls(backbone, channels=data.channels, image_size=data.image_size, prompts=data.prompts, **kwargs)
 
     @property
@@ -151,3 +155,15 @@ class DiffusionContext:
         """The text encoder's token embeddings of ``prompts`` (N x L x D) on the device."""
         self.backbone.denoiser("text")  # a clear error if this backbone cannot condition on text
         return self.backbone.text_encoder.encode(list(prompts)).to(self.device)
+
+
+def class_ids_for(backbone: str, class_space: str, data) -> list[int]:
+    """The label a class denoiser of ``class_space`` takes for each class of ``data``; refuses
+    data whose classes it was never trained on."""
+    if class_space != CLASS_SPACE:
+        raise BenchError(f"backbone '{backbone}': unknown class space '{class_space}'")
+    if data.wnids is None:
+        raise BenchError(f"backbone '{backbone}' samples ImageNet-1k classes, and the classes of {data.name} are not "
+                         "ImageNet wnids; use an ImageNet subset (imagewoof, imagenette, imageidc, an imagefolder of "
+                         "wnid folders) or a backbone trained on this data set ('small')")
+    return [imagenet_index(wnid) for wnid in data.wnids]

@@ -20,7 +20,7 @@ from core.datasets.base import Dataset
 from core.errors import BenchError
 from methods.base import DistillContext, DistilledSet, Distiller, check_ipc_fits
 from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, require_denoiser
-from methods.diffusion.context import DiffusionContext
+from methods.diffusion.context import DiffusionContext, class_ids_for
 from methods.diffusion.samplers import SamplerConfig
 from methods.plugins import Plugin, PluginReport
 
@@ -81,6 +81,8 @@ class DiffusionDistiller(Distiller):
 
     def validate(self, data: Dataset, ipc: int) -> None:
         entry = BACKBONES.get(self.options.backbone)
+        if self.needs_denoiser == "class" and entry.class_space is not None:
+            class_ids_for(self.options.backbone, entry.class_space, data)
         if self.needs_denoiser not in entry.denoisers:
             raise BenchError(f"method '{self.name}' needs a {self.needs_denoiser}-conditional denoiser, which "
                              f"backbone '{self.options.backbone}' lacks (it has: {', '.join(entry.denoisers)})")
@@ -94,6 +96,8 @@ class DiffusionDistiller(Distiller):
 
     def backbone(self, data: Dataset, ctx: DistillContext) -> Backbone:
         options = {"recipe": self.options.recipe} if self.family == "small" else {}
+        if any(plugin.needs_text_encoder for plugin in self.plugins):
+            options |= BACKBONES.get(self.options.backbone).text_options
         memo = (self.options.backbone, tuple(options.items()), data.fingerprint(), str(ctx.device))
         if memo not in _LOADED:
             _LOADED.clear()

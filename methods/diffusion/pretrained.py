@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from core.artifacts import content_key
+from core.datasets.imagenet import CLASS_SPACE
 from core.errors import BenchError
 from methods.diffusion.backbone import Backbone, check_resolution, downsampling
 from methods.diffusion.text import TextEncoder
@@ -172,9 +173,17 @@ def load_sd15(data, *, device: torch.device, source: str | None = None, resoluti
     return backbone.to(device)
 
 
+TEXT_ENCODERS = ("none", "sd15")
+
+
 def load_dit_xl_2_256(data, *, device: torch.device, source: str | None = None, vae_source: str | None = None,
-                      resolution: int | None = None) -> Backbone:
-    """DiT-XL/2 256 (class-conditional, 1000 ImageNet classes) with the sd-vae-ft-mse VAE."""
+                      resolution: int | None = None, text_encoder: str = "none") -> Backbone:
+    """DiT-XL/2 256 (class-conditional, 1000 ImageNet classes) with the sd-vae-ft-mse VAE.
+
+    ``text_encoder="sd15"`` adds Stable Diffusion v1.5's CLIP tokenizer and text model (from
+    ``BENCH_SD15`` or its cached hub id), as the EVLF authors' MGD3 pipeline borrows them to
+    fuse class prompts; the DiT itself never reads text, so the backbone's key ignores it.
+    """
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
     name = "dit-xl-2-256"
@@ -184,11 +193,16 @@ def load_dit_xl_2_256(data, *, device: torch.device, source: str | None = None, 
     dit = _load_diffusers(DiTTransformer2DModel, ("DiTTransformer2DModel", "Transformer2DModel"), name, DIT_XL_2_256,
                           source, local, "transformer")
     vae = _load_diffusers(AutoencoderKL, ("AutoencoderKL",), name, SD_VAE_FT_MSE, vae_src, vae_local, "")
+    if text_encoder not in TEXT_ENCODERS:
+        raise BenchError(f"backbone '{name}': text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got '{text_encoder}'")
+    text = None
+    if text_encoder == "sd15":
+        text = _load_clip(name, *_where(SD15.resolve(None)), device)
     sched = _scheduler_config(source, local, DIT_SCHEDULE, name, DIT_XL_2_256)
     res = resolution or int(dit.config.sample_size) * downsampling(vae.config.block_out_channels)
     check_resolution(name, res, downsampling(vae.config.block_out_channels), [dit])
     backbone = Backbone(name, "pretrained", vae, float(vae.config.scaling_factor), res, sched,
-                        class_denoiser=dit, fit="resize",
+                        class_denoiser=dit, text_encoder=text, fit="resize", class_space=CLASS_SPACE,
                         key=content_key({"backbone": name, "source": source, "vae": vae_src, "resolution": res,
                                          "configs": [dict(vae.config), dict(dit.config)]}),
                         info={"source": source, "vae_source": vae_src})

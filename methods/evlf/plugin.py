@@ -35,6 +35,7 @@ class EVLF(Plugin):
     """Early vision-language fusion (CVPR 2026) as a replacement of the ``encode_real`` hook."""
 
     Options = EVLFOptions
+    needs_text_encoder = True
 
     def trained(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> TrainedFusion:
         """The fusion module for this backbone and data: cached, or trained now."""

@@ -187,12 +187,12 @@ class TrainedFusion:
 
 
 def fusion_key(dctx: DiffusionContext, data: Dataset, options: EVLFOptions) -> str:
-    """Content key: backbone, data, resolution (the position embedding is tied to it), text
-    encoder, options and version."""
+    """Content key: backbone, data and its class prompts, resolution (the position embedding is
+    tied to it), text encoder, options and version."""
     encoder = dctx.backbone.text_encoder
     return content_key({
         "backbone": dctx.backbone.key, "resolution": dctx.backbone.resolution,
-        "latent_shape": list(dctx.backbone.latent_shape), "data": data.fingerprint(),
+        "latent_shape": list(dctx.backbone.latent_shape), "data": data.fingerprint(), "prompts": list(data.prompts),
         "text_encoder": None if encoder is None else [encoder.name, encoder.max_length],
         "options": dataclasses.asdict(options), "version": FUSION_VERSION})
 
