@@ -67,7 +67,7 @@ def student_loop(device: torch.device) -> list[dict[str, Any]]:
 def _dit_backbone(device: torch.device):
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
-    from methods.diffusion.backbone import Backbone
+    from methods.diffusion.backbone import BACKBONES, Backbone
     from methods.diffusion.pretrained import DIT_SCHEDULE
 
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def _dit_backbone(device: torch.device):
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         sample_size=256)
     return Backbone("dit-xl-2-256 (random weights)", "pretrained", vae, 0.18215, 256, dict(DIT_SCHEDULE),
-                    class_denoiser=dit, fit="resize").to(device).eval()
+                    class_denoiser=dit, fit="resize", sampling=BACKBONES.get("dit-xl-2-256").sampling).to(device).eval()
 
 
 def dit_sampling(device: torch.device) -> list[dict[str, Any]]:

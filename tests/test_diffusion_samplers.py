@@ -231,3 +231,99 @@ def test_resolution_the_vae_cannot_take(backbone):
 def test_bad_class_labels_are_refused(ctx):
     with pytest.raises(BenchError, match="class labels must be in 0..9"):
         sample_class(ctx, torch.tensor([10]), SamplerConfig(steps=2), gen())
+
+
+# --- DiT-XL/2's own sampler: 3-channel guidance, respaced timesteps, learned variance -----------
+
+def _dit_sampling():
+    from methods.diffusion.backbone import BACKBONES
+
+    return BACKBONES.get("dit-xl-2-256").sampling
+
+
+def test_guidance_on_three_channels_is_dits_forward_with_cfg():
+    from methods.diffusion.samplers import guide
+
+    out = torch.randn(4, 8, 2, 2, generator=gen(3))  # 2 conditional rows, then 2 unconditional; 4 eps + 4 var
+    cond, uncond = out[:2], out[2:]
+    # DiT's models.py: eps, rest = out[:, :3], out[:, 3:]; half = u + s (c - u); cat([half, rest]) (cond rows)
+    expected = torch.cat([uncond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]), cond[:, 3:]], dim=1)
+    guided = ClassGuided(None, None, 0, 4.0, guided_channels=3, keep_variance=True).combine(out, 2, 4)
+    assert torch.equal(guided, expected)
+    assert torch.equal(guide(cond[:, :4], uncond[:, :4], 4.0), uncond[:, :4] + 4.0 * (cond[:, :4] - uncond[:, :4]))
+    plain = ClassGuided(None, None, 0, 4.0).combine(out, 2, 4)  # a backbone without either: eps of 4 channels
+    assert torch.allclose(plain, uncond[:, :4] + 4.0 * (cond[:, :4] - uncond[:, :4]))
+
+
+def _dit_respaced(steps: int) -> list[int]:
+    # DiT's respace.py: space_timesteps(1000, str(steps)) with one section
+    stride, cur, taken = (1000 - 1) / (steps - 1), 0.0, []
+    for _ in range(steps):
+        taken.append(round(cur))
+        cur += stride
+    return sorted(set(taken))
+
+
+def test_the_dit_schedule_is_respaced_evenly_as_dits():
+    from methods.diffusion.pretrained import DIT_SCHEDULE
+
+    for steps in (50, 25, 7):
+        scheduler = make_scheduler(DIT_SCHEDULE, SamplerConfig("ddpm", steps=steps), sampling=_dit_sampling())
+        assert sorted(int(t) for t in scheduler.timesteps) == _dit_respaced(steps)
+        assert scheduler.config.variance_type == "learned_range"
+    assert make_scheduler(DIT_SCHEDULE, SamplerConfig("ddim", steps=5), sampling=_dit_sampling()).config.get(
+        "variance_type", "fixed_small") != "learned_range"  # DDIM keeps its own (eta) noise
+
+
+def test_the_learned_variance_is_dits_learned_range_on_the_respaced_schedule():
+    import math
+
+    from methods.diffusion.pretrained import DIT_SCHEDULE
+    from methods.diffusion.samplers import learned_log_variance
+
+    scheduler = make_scheduler(DIT_SCHEDULE, SamplerConfig("ddpm", steps=50), sampling=_dit_sampling())
+    # DiT's gaussian_diffusion.py on the respaced betas, by hand
+    betas = [1e-4 + (0.02 - 1e-4) * i / 999 for i in range(1000)]
+    cumprod, acc = [], 1.0
+    for b in betas:
+        acc *= 1 - b
+        cumprod.append(acc)
+    used = _dit_respaced(50)
+    new_betas, last = [], 1.0
+    for t in used:
+        new_betas.append(1 - cumprod[t] / last)
+        last = cumprod[t]
+    values = torch.tensor([-1.0, -0.3, 0.0, 0.6, 1.0])
+    for i in (1, 10, 25, 49):
+        a, a_prev = cumprod[used[i]], cumprod[used[i - 1]]
+        posterior = new_betas[i] * (1 - a_prev) / (1 - a)
+        frac = (values + 1) / 2
+        expected = frac * math.log(new_betas[i]) + (1 - frac) * math.log(posterior)
+        got = learned_log_variance(scheduler, used[i], values)
+        assert torch.allclose(got, expected, rtol=1e-4), i
+
+
+def test_the_sampler_draws_its_noise_with_the_learned_variance(backbone):
+    from methods.diffusion.pretrained import DIT_SCHEDULE
+    from methods.diffusion.samplers import learned_log_variance
+
+    shape, sigmas = (2, *backbone.latent_shape), []
+
+    def predictor(value: float):
+        return lambda x, t: torch.cat([torch.zeros_like(x), torch.full_like(x, value)], dim=1)
+
+    def record(state):
+        sigmas.append((state.t, state.sigma))
+        return None
+
+    cfg = SamplerConfig("ddpm", steps=4, guidance=1.0)
+    run = dict(device=torch.device("cpu"), sampling=_dit_sampling())
+    sample(predictor(0.5), shape, DIT_SCHEDULE, cfg, gen(2), callback=record, **run)
+    scheduler = make_scheduler(DIT_SCHEDULE, cfg, sampling=_dit_sampling())
+    for t, sigma in sigmas:
+        assert torch.allclose(sigma, torch.exp(0.5 * learned_log_variance(scheduler, t, torch.full(shape, 0.5))))
+    low = sample(predictor(-1.0), shape, DIT_SCHEDULE, cfg, gen(2), **run)
+    high = sample(predictor(1.0), shape, DIT_SCHEDULE, cfg, gen(2), **run)
+    assert high.std() > low.std()  # the variance values set the noise each step adds
+    plain = sample(lambda x, t: torch.zeros_like(x), shape, DIT_SCHEDULE, cfg, gen(2), device=torch.device("cpu"))
+    assert not torch.allclose(plain, high)

@@ -2,6 +2,7 @@
 the registry of backbones: the ``small`` family trained per data set and the pretrained ones."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
@@ -26,6 +27,20 @@ ProgressFn = Callable[[str, int, int], None]
 
 def no_progress(phase: str, done: int, total: int) -> None:
     """The default progress callback: report nothing."""
+
+
+@dataclass(frozen=True)
+class BackboneSampling:
+    """How the reference sampler of a backbone's authors reads its denoiser, where that differs
+    from plain epsilon prediction with guidance on every channel (data, per backbone)."""
+
+    learned_variance: bool = False  # the output's second half is a learned-range variance, used by DDPM
+    guided_channels: int | None = None  # classifier-free guidance on the first this many channels; None: all
+    timestep_spacing: str | None = None  # diffusers' spacing of the inference timesteps; None: the scheduler's
+
+    def to_config(self) -> dict[str, Any]:
+        """The non-default fields, for a method's config (empty for plain backbones)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v != getattr(BackboneSampling, k)}
 
 
 @dataclass
@@ -54,6 +69,7 @@ class Backbone:
     # The label space of the class denoiser: None when it was trained on the data set's own class
     # indices (the small family), "imagenet-1k" when it takes ImageNet-1k class indices.
     class_space: str | None = None
+    sampling: BackboneSampling = field(default_factory=BackboneSampling)
 
     @property
     def image_channels(self) -> int:
@@ -175,6 +191,7 @@ class BackboneEntry:
     class_space: str | None = None  # its class denoiser's label space (see `Backbone.class_space`)
     # loader options that add a text encoder to a backbone without one, for plug-ins that read text
     text_options: dict[str, str] = field(default_factory=dict)
+    sampling: BackboneSampling = field(default_factory=BackboneSampling)
 
     def load(self) -> Callable[..., Backbone]:
         module, _, attr = self.loader.partition(":")
@@ -192,7 +209,10 @@ BACKBONES.add("sd15", BackboneEntry(
 BACKBONES.add("dit-xl-2-256", BackboneEntry(
     "pretrained", "methods.diffusion.pretrained:load_dit_xl_2_256",
     "DiT-XL/2 256 (class DiT) with the sd-vae-ft-mse VAE; local directories or cached hub ids", ("class",),
-    class_space=CLASS_SPACE, text_options={"text_encoder": "sd15"}))
+    class_space=CLASS_SPACE, text_options={"text_encoder": "sd15"},
+    # DiT's own sampler: the learned variance, guidance on 3 of the 4 latent channels ("for exact
+    # reproducibility", DiT's models.py), and 50 steps respaced evenly over the 1,000 (linspace)
+    sampling=BackboneSampling(learned_variance=True, guided_channels=3, timestep_spacing="linspace")))
 
 
 def get_backbone(data: Any, name: str = "small", *, cache: Any = None, device: torch.device | None = None,
@@ -214,4 +234,5 @@ def get_backbone(data: Any, name: str = "small", *, cache: Any = None, device: t
     common = {"cache": cache, "device": device or torch.device("cpu"), "progress": progress or no_progress}
     kwargs = {k: v for k, v in common.items() if k in accepted}
     backbone = loader(data, **kwargs, **given)
+    backbone.sampling = entry.sampling
     return backbone.eval()

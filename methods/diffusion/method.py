@@ -77,7 +77,11 @@ class DiffusionDistiller(Distiller):
         return SamplerConfig(kind=s.sampler, steps=s.steps, guidance=s.guidance)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "options": dataclasses.asdict(self.settings), "preset": self.family}
+        config = {**super().config(), "options": dataclasses.asdict(self.settings), "preset": self.family}
+        sampling = BACKBONES.get(self.options.backbone).sampling.to_config()
+        if sampling:  # a backbone sampled as its authors do (DiT's learned variance, ...); none for plain ones
+            config["backbone_sampling"] = sampling
+        return config
 
     def validate(self, data: Dataset, ipc: int) -> None:
         entry = BACKBONES.get(self.options.backbone)
