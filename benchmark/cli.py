@@ -41,27 +41,37 @@ def _add_paths(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="artifact cache directory (default $BENCH_CACHE or ~/.cache/evlf-bench)")
 
 
+def _add_grid(p: argparse.ArgumentParser) -> None:
+    """The arguments that say which grid to run (shared by `run` and `plan`)."""
+    p.add_argument("--methods", help="comma list of method specs, e.g. 'random,herding[teacher_steps=500]'")
+    p.add_argument("--datasets", help="comma list of data sets")
+    p.add_argument("--ipc", help="comma list of images per class, e.g. 1,10,50")
+    p.add_argument("--archs", help="comma list of student architectures")
+    p.add_argument("--protocol", default=None, help="evaluation protocol (default dc)")
+    p.add_argument("--budget", default=None, help="protocol budget: paper, quick or smoke (default quick)")
+    p.add_argument("--seeds", help="number of seeds (N means 0..N-1) or a comma list (default: the budget's)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--no-references", action="store_true",
+                   help="do not add the random and full reference rows and the plug-in variants' base rows")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="EVLF-Bench: a benchmark harness for dataset distillation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a grid (the default grid with no arguments)")
-    run.add_argument("--methods", help="comma list of method specs, e.g. 'random,herding[teacher_steps=500]'")
-    run.add_argument("--datasets", help="comma list of data sets")
-    run.add_argument("--ipc", help="comma list of images per class, e.g. 1,10,50")
-    run.add_argument("--archs", help="comma list of student architectures")
-    run.add_argument("--protocol", default=None, help="evaluation protocol (default dc)")
-    run.add_argument("--budget", default=None, help="protocol budget: paper, quick or smoke (default quick)")
-    run.add_argument("--seeds", help="number of seeds (N means 0..N-1) or a comma list (default: the budget's)")
+    _add_grid(run)
     run.add_argument("--fresh", action="store_true", help="rerun runs that are already in the store")
     run.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
-    run.add_argument("--cpus-per-trial", type=float, default=1.0)
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
-    run.add_argument("--no-references", action="store_true",
-                     help="do not add the random and full reference rows automatically")
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
     _add_paths(run)
+
+    pl = sub.add_parser("plan", help="what `bench run` with the same arguments would do and cost; runs nothing")
+    _add_grid(pl)
+    pl.add_argument("--json", action="store_true")
+    _add_paths(pl)
 
     lst = sub.add_parser("list", help="list registered names")
     lst.add_argument("what", choices=["methods", "variants", "plugins", "grid", "datasets", "archs", "protocols",
@@ -128,11 +138,12 @@ def _cache(args: argparse.Namespace):
     return ArtifactCache(args.cache or default_cache_root())
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _request(args: argparse.Namespace):
+    """The grid a `bench run` (or `bench plan`) command line asks for."""
     from benchmark.plan import DEFAULT_GRID, GridRequest
 
     d = DEFAULT_GRID
-    req = GridRequest(
+    return GridRequest(
         methods=tuple(s.canonical() for s in parse_named_list(args.methods)) if args.methods else d.methods,
         datasets=tuple(s.canonical() if s.name != "imagefolder" else s.name for s in parse_named_list(args.datasets))
         if args.datasets else d.datasets,
@@ -143,7 +154,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=_seeds(args.seeds) if args.seeds else None,
         references=not args.no_references,
     )
-    return _execute(req, args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(_request(args), args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from benchmark.plan_cli import show_plan
+
+    if args.cpus_per_trial <= 0:
+        raise BenchError("--cpus-per-trial must be positive")
+    return show_plan(_request(args), _store(args), _cache(args), args.cpus_per_trial, args.json)
 
 
 def _execute(req, args: argparse.Namespace, before_run=None) -> int:
@@ -306,7 +328,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return show(args, _cache(args))
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "eval": cmd_eval, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
             "export": cmd_export, "pretrain": cmd_pretrain, "show": cmd_show}
 
 

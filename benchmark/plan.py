@@ -11,6 +11,7 @@ from core.runs import RunSpec, conditioning_of
 from evaluators.archs import ARCHS, StudentShape, build_student
 from evaluators.protocols import resolve
 from methods import METHODS, default_methods, resolve_method
+from methods.registry import base_of
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class GridRequest:
     protocol: str = "dc"
     budget: str = "quick"
     seeds: tuple[int, ...] | None = None
-    references: bool = True  # add the `random` and `full` reference rows the relative scores need
+    references: bool = True  # add the `random` and `full` references and each plug-in variant's base row
 
 
 DEFAULT_GRID = GridRequest()
@@ -53,10 +54,12 @@ def plan_runs(req: GridRequest) -> Plan:
     protocol, budget = resolve(req.protocol, req.budget)
     for arch in req.archs:
         ARCHS.get(arch)
-    wanted = list(req.methods)
-    if req.references:
-        wanted += [ref for ref in reference_methods() if ref not in wanted]
-    methods = {m.label: m for m in (resolve_method(text) for text in wanted)}
+    methods = {m.label: m for m in (resolve_method(text) for text in req.methods)}
+    if req.references:  # the rows relative scores and plug-in differences are measured against
+        pairs = [base for label in methods if (base := base_of(label)) is not None]
+        for text in dict.fromkeys([*pairs, *reference_methods()]):
+            spec = resolve_method(text)
+            methods.setdefault(spec.label, spec)
     seeds = req.seeds if req.seeds is not None else tuple(range(budget.seeds))
     if not seeds:
         raise BenchError("--seeds must give at least one seed")

@@ -188,7 +188,9 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
                     trainable,
                     param_space={"job_index": tune.grid_search(list(range(len(jobs)))),
                                  "cache_root": str(cache.root), "threads": max(1, int(options.cpus_per_trial))},
-                    tune_config=tune.TuneConfig(num_samples=1),
+                    # one worker process serves trial after trial: imports and the loaded backbone are
+                    # paid once per worker, not per trial (every trial seeds what it draws)
+                    tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
                     run_config=tune.RunConfig(
                         name="bench", storage_path=tune_dir, verbose=0,
                         failure_config=tune.FailureConfig(max_failures=0),

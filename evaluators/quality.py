@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,8 +46,21 @@ def _covariance(x: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.cov(x, rowvar=False))
 
 
+# Above this many feature dimensions the d x d covariances are never formed (see `frechet_distance`).
+DENSE_FD_MAX_DIM = 1024
+
+
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Frechet distance between Gaussian fits of two feature sets (rows are samples)."""
+    """Frechet distance between Gaussian fits of two feature sets (rows are samples).
+
+    Up to ``DENSE_FD_MAX_DIM`` dimensions it takes the square root of ``C1 C2`` (scipy); above,
+    where a d x d matrix would not fit or its square root would take minutes (a ConvNet at
+    224 px has 25,088 features), it uses the same quantity in a form that never builds one:
+    with ``C1 = A A^T`` and ``C2 = B B^T`` (A, B the centred features over sqrt(n - 1)),
+    ``tr (C1 C2)^1/2`` is the sum of the singular values of ``A^T B``.
+    """
+    if a.shape[1] > DENSE_FD_MAX_DIM:
+        return _frechet_distance_low_rank(a, b)
     a64, b64 = a.double().numpy(), b.double().numpy()
     mu1, mu2 = a64.mean(0), b64.mean(0)
     c1, c2 = _covariance(a64), _covariance(b64)
@@ -54,6 +68,22 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     if np.iscomplexobj(root):
         root = root.real  # numerical noise from near-singular covariances
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * root))
+
+
+def _centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, centred rows over sqrt(n - 1)); no spread for a single row."""
+    x = x.double()
+    mean = x.mean(0)
+    if x.shape[0] < 2:
+        return mean, torch.zeros_like(x)
+    return mean, (x - mean) / math.sqrt(x.shape[0] - 1)
+
+
+def _frechet_distance_low_rank(a: torch.Tensor, b: torch.Tensor) -> float:
+    mu1, fa = _centred(a)
+    mu2, fb = _centred(b)
+    cross = torch.linalg.svdvals(fa @ fb.T).sum()  # tr (C1 C2)^1/2, as C1 C2 shares A^T B B^T A's eigenvalues
+    return float((mu1 - mu2).pow(2).sum() + fa.pow(2).sum() + fb.pow(2).sum() - 2 * cross)
 
 
 def within_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float | None:

@@ -110,8 +110,10 @@ def method_group(label: str) -> str:
 
 
 def base_of(label: str) -> str | None:
-    """The label of the row a plug-in variant is compared with (its base method, as its last
-    plug-in declares), or None for a label without plug-ins."""
+    """The label of the row a plug-in variant is compared with, or None for a label without
+    plug-ins: the spec without its last plug-in (as that plug-in declares) but with the values
+    the method takes when a plug-in replaces its hook, so that the pair differs only by the
+    plug-in (``dit+evlf`` is compared with ``dit[adapt_steps=600]``, not with plain ``dit``)."""
     try:
         spec = _parse(label)
     except BenchError:
@@ -120,9 +122,13 @@ def base_of(label: str) -> str | None:
         return None
     try:
         plugin = PLUGINS.get(spec.name.rsplit("+", 1)[1])
+        base = plugin.base_spec(spec)
+        method = METHODS.get(base.name.split("+")[0])
     except BenchError:
         return None
-    return plugin.base_spec(spec).canonical()
+    if "+" not in base.name:  # the hook is plain again: keep what the replaced hook implied
+        base = NamedSpec(base.name, {**method.hook_defaults, **base.options})
+    return base.canonical()
 
 
 def plugin_names(labels: list[str]) -> list[str]:

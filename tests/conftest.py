@@ -56,20 +56,16 @@ def tiny_backbone_parts():
     return build
 
 
-@pytest.fixture(scope="session")
-def imagewoof_root(tmp_path_factory):
-    """An ImageWoof tree with the real wnid folders (train/ and val/), three small images per
+def write_wnid_tree(root, wnids) -> None:
+    """An ImageNet-subset tree with these wnid folders (train/ and val/), three small images per
     class and split in mixed sizes, aspect ratios and formats: RGB and CMYK JPEG, greyscale and
     RGBA PNG. Class k is a flat colour, so a loaded label can be checked against its pixels."""
     import numpy as np
     from PIL import Image
 
-    from core.datasets.imagefolder import IMAGEWOOF
-
-    root = tmp_path_factory.mktemp("imagewoof")
     shapes = ((20, 16), (16, 28), (24, 24))
     for split in ("train", "val"):
-        for k, wnid in enumerate(IMAGEWOOF):
+        for k, wnid in enumerate(wnids):
             folder = root / split / wnid
             folder.mkdir(parents=True)
             colour = (25 * k, 255 - 25 * k, 128)
@@ -79,7 +75,39 @@ def imagewoof_root(tmp_path_factory):
                     img.convert("CMYK" if k % 2 else "RGB").save(folder / f"{i}.JPEG", quality=95)
                 else:
                     img.convert("L" if (k + i) % 3 == 0 else "RGBA").save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="session")
+def imagewoof_root(tmp_path_factory):
+    """An ImageWoof tree with the real wnids (see `write_wnid_tree`)."""
+    from core.datasets.imagefolder import IMAGEWOOF
+
+    root = tmp_path_factory.mktemp("imagewoof")
+    write_wnid_tree(root, IMAGEWOOF)
     return root
+
+
+@pytest.fixture(scope="session")
+def imagenette_root(tmp_path_factory):
+    """An ImageNette tree with the real wnids (see `write_wnid_tree`)."""
+    from core.datasets.imagefolder import IMAGENETTE
+
+    root = tmp_path_factory.mktemp("imagenette")
+    write_wnid_tree(root, IMAGENETTE)
+    return root
+
+
+IDC_CLASSES = ("n01749939", "n01773797", "n02091831", "n02107142", "n02488291",
+               "n02869837", "n03062245", "n04517823", "n04589890", "n13037406")  # IDC's ImageNet subset
+
+
+@pytest.fixture(scope="session")
+def imageidc_root(tmp_path_factory):
+    """An ImageIDC tree and its classes file (one wnid per line, as IDC's lists)."""
+    root = tmp_path_factory.mktemp("imageidc")
+    write_wnid_tree(root / "data", IDC_CLASSES)
+    (root / "classes.txt").write_text("\n".join(IDC_CLASSES) + "\n")
+    return root / "data", root / "classes.txt"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
 """Grid expansion: content hashes, one job per distilled set, `full` independent of IPC."""
+import json
+
 from benchmark.plan import GridRequest, plan_runs
 from core.runs import group_jobs
 
@@ -59,10 +61,11 @@ def test_the_default_grid_holds_every_method_and_variant():
     assert DEFAULT_GRID.ipcs == (1, 10, 50) and DEFAULT_GRID.datasets == ("fashion-mnist",)
 
 
-def test_the_default_grid_plans_exactly_the_runs_of_the_published_store():
+def test_the_default_grid_plans_the_runs_of_the_published_store_and_the_fair_base_of_dit_evlf():
     # The committed store behind leaderboards/ holds the default grid (quick budget) as run by
     # `make bench`: planning it again must give the same content hashes, or every published
-    # row would silently stop matching the code (and be rerun by the next `make bench`).
+    # row would silently stop matching the code (and be rerun by the next `make bench`). Since
+    # then the grid also runs `dit[adapt_steps=600]`, the base `dit+evlf` is now compared with.
     import pytest
 
     import sqlite3
@@ -78,4 +81,17 @@ def test_the_default_grid_plans_exactly_the_runs_of_the_published_store():
         published = set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
                                      "WHERE status = 'ok' AND protocol = 'dc' AND budget = 'quick'").fetchall())
     planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(DEFAULT_GRID).runs}
-    assert len(planned) == 93 and planned == published
+    assert len(published) == 93 and published <= planned
+    assert sorted((m, i, s) for _, m, i, s in planned - published) == [
+        ("dit[adapt_steps=600]", ipc, seed) for ipc in (1, 10, 50) for seed in range(3)]
+
+
+def test_a_plugin_variant_brings_its_base_row_with_what_the_replaced_hook_implies():
+    runs = _plan(methods=("dit+evlf[recipe=smoke]", "d4m+evlf[recipe=smoke,lambda1=0.2]"), archs=("convnet3",),
+                 ipcs=(2,), seeds=(0,), references=True)
+    assert sorted({r.method for r in runs}) == ["d4m+evlf[lambda1=0.2,recipe=smoke]", "d4m[recipe=smoke]",
+                                                "dit+evlf[recipe=smoke]", "dit[adapt_steps=600,recipe=smoke]",
+                                                "full", "random"]
+    settings = {r.method: json.loads(r.method_config)["options"] for r in runs}
+    assert settings["dit+evlf[recipe=smoke]"]["adapt_steps"] == settings["dit[adapt_steps=600,recipe=smoke]"]["adapt_steps"]
+    assert {r.method for r in _plan(methods=("dit+evlf",), references=False)} == {"dit+evlf"}

@@ -260,3 +260,11 @@ def test_reported_page_is_labelled_and_its_commands_name_registered_methods(tmp_
         spec = harness_spec(method)
         assert spec is not None and f"--methods '{spec}'" in page
         resolve_method(spec)  # every command names a method the harness can build
+
+
+def test_dit_evlf_is_compared_with_dit_adapted_as_the_variant_is() -> None:
+    rows = (series("dit", 1, [50.0, 51.0, 52.0]) + series("dit[adapt_steps=600]", 1, [60.0, 61.0, 62.0])
+            + series("dit+evlf", 1, [61.0, 62.0, 63.0]))
+    assert cell(board_of(rows), "dit+evlf", "IPC 1") == "62.0 ± 1.0 (3) Δ +1.0"  # not +11 against plain dit
+    alone = series("dit", 1, [50.0, 51.0, 52.0]) + series("dit+evlf", 1, [61.0, 62.0, 63.0])
+    assert cell(board_of(alone), "dit+evlf", "IPC 1") == "62.0 ± 1.0 (3)"  # no fair base: no difference shown

@@ -36,3 +36,30 @@ def test_coverage_counts_real_images_whose_nearest_distilled_image_has_their_cla
     real_labels = torch.tensor([0, 1, 1, 1])  # the third is nearest to class 0: a miss
     assert coverage(distilled, labels, real, real_labels) == pytest.approx(75.0)
     assert not math.isnan(coverage(distilled, labels, real, real_labels))
+
+
+@pytest.mark.parametrize(("n", "m"), [(20, 30), (200, 500), (1, 40)])
+def test_the_low_rank_form_of_the_frechet_distance_equals_the_dense_one(n, m):
+    from evaluators.quality import _frechet_distance_low_rank
+
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(n, 64, generator=g) * torch.linspace(0.1, 2.0, 64)
+    b = torch.randn(m, 64, generator=g) + 0.3
+    assert _frechet_distance_low_rank(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-6, abs=1e-6)
+
+
+def test_features_wider_than_the_dense_limit_take_the_low_rank_form():
+    import numpy as np
+    from scipy import linalg
+
+    from evaluators.quality import DENSE_FD_MAX_DIM
+
+    g = torch.Generator().manual_seed(0)
+    d = DENSE_FD_MAX_DIM + 76
+    a, b = torch.randn(20, d, generator=g), torch.randn(30, d, generator=g) + 0.1
+    a64, b64 = a.double().numpy(), b.double().numpy()  # the dense formula, by hand
+    c1, c2 = np.cov(a64, rowvar=False), np.cov(b64, rowvar=False)
+    dense = ((a64.mean(0) - b64.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert frechet_distance(a, b) == pytest.approx(dense, rel=1e-5)
+    wide = frechet_distance(torch.randn(20, 25088, generator=g), torch.randn(30, 25088, generator=g))
+    assert math.isfinite(wide) and wide > 0  # ConvNet-3 at 224 px: a dense covariance would need 5 GB

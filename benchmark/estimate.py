@@ -1,0 +1,135 @@
+"""What a grid will cost before it runs (`bench plan`): per distillation job, which runs the
+store already holds, whether the distilled set is cached, and the expected seconds of
+distillation and of training students, from a small model calibrated by the measurements the
+harness records in every row (``distill_s``, ``train_s`` / ``train_steps``, ``test_s``).
+
+The model: a student's training time is its schedule's optimiser steps times the seconds per
+step measured for the same student, protocol, budget, data set and device kind, interpolated
+linearly in the batch size between the measured ones; distillation time is the seconds measured for
+the same method spec and data set (the same method with other options where that spec was
+never run), linear in IPC between the measured IPCs and along the nearest two beyond. A cell
+with no measurement to start from is reported as unknown, never guessed.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.rows import ResultRow
+from core.runs import DistillJob, RunSpec, group_jobs
+from evaluators.protocols import resolve
+from methods import resolve_method
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """One distillation job of a plan: what is done already and what is left to pay for."""
+
+    job: DistillJob
+    runs_done: int
+    set_cached: bool
+    distill_s: float | None  # None: nothing measured to estimate from; 0 when nothing is left to distil
+    train_s: float | None  # students still to train, training and test scoring
+
+    @property
+    def seconds(self) -> float | None:
+        if self.distill_s is None or self.train_s is None:
+            return None
+        return self.distill_s + self.train_s
+
+
+def _device_kind(row: ResultRow) -> str:
+    return str(row.metrics.get("device", "cpu")).split(":")[0]
+
+
+@dataclass
+class CostModel:
+    """Per-step student costs and per-set distillation costs, from a store's ok rows."""
+
+    step_s: dict[tuple, list[tuple[int, float]]]  # (arch, protocol, budget, dataset, device) -> (batch, s/step)
+    test_s: dict[tuple, list[float]]  # (arch, protocol, budget, dataset, device) -> scoring seconds
+    distill_s: dict[tuple, list[tuple[int, float]]]  # (method, dataset, device) -> (ipc, seconds)
+
+    @classmethod
+    def from_rows(cls, rows: list[ResultRow]) -> CostModel:
+        step_s: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+        test_s: dict[tuple, list[float]] = defaultdict(list)
+        distill_s: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            m, device = r.metrics, _device_kind(r)
+            board = (r.arch, r.protocol, r.budget, r.dataset, device)
+            if m.get("train_steps") and m.get("train_s") is not None:
+                batch = min(int(r.config["protocol_config"]["protocol"]["batch_size"]), int(m.get("images") or 1))
+                step_s[board].append((batch, float(m["train_s"]) / int(m["train_steps"])))
+            if m.get("test_s") is not None:
+                test_s[board].append(float(m["test_s"]))
+            # a set loaded from the cache reports the seconds its distillation took when it was made
+            if r.ipc is not None and m.get("distill_s") is not None:
+                distill_s[(r.method, r.dataset, device)].append((r.ipc, float(m["distill_s"])))
+        return cls(dict(step_s), dict(test_s), dict(distill_s))
+
+    def train_seconds(self, run: RunSpec, num_images: int, device: str) -> float | None:
+        protocol, budget = resolve(run.protocol, run.budget)
+        schedule = protocol.full_schedule(budget) if run.ipc is None else protocol.schedule(budget, num_images, run.ipc)
+        board = (run.arch, run.protocol, run.budget, run.dataset, device)
+        measured = self.step_s.get(board)
+        if not measured:
+            return None
+        by_batch: dict[int, list[float]] = defaultdict(list)
+        for b, s in measured:
+            by_batch[b].append(s)
+        sizes = sorted(by_batch)
+        costs = [statistics.median(by_batch[b]) for b in sizes]
+        # seconds per step, linear in the batch size between the measured ones, flat beyond them
+        per_step = float(np.interp(min(schedule.batch_size, num_images), sizes, costs))
+        return schedule.steps * per_step + statistics.median(self.test_s.get(board, [0.0]))
+
+    def distill_seconds(self, method: str, dataset: str, ipc: int, device: str) -> float | None:
+        # the same spec, else the same method with other options (`dit[adapt_steps=600]` ~ `dit`)
+        measured = self.distill_s.get((method, dataset, device)) or [
+            m for (name, d, dev), values in self.distill_s.items() if (d, dev) == (dataset, device)
+            and name.split("[")[0] == method.split("[")[0] for m in values]
+        if not measured:
+            return None
+        by_ipc: dict[int, list[float]] = defaultdict(list)
+        for i, s in measured:
+            by_ipc[i].append(s)
+        ipcs = sorted(by_ipc)
+        costs = [statistics.median(by_ipc[i]) for i in ipcs]
+        if len(ipcs) == 1:
+            return costs[0] * ipc / ipcs[0]
+        # linear between measured IPCs; beyond them, the line through the two nearest
+        lo, hi = (0, 1) if ipc < ipcs[0] else (-2, -1) if ipc > ipcs[-1] else (None, None)
+        if lo is None:
+            return float(np.interp(ipc, ipcs, costs))
+        slope = (costs[hi] - costs[lo]) / (ipcs[hi] - ipcs[lo])
+        return max(0.0, costs[lo] + slope * (ipc - ipcs[lo]))
+
+
+def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: ArtifactCache,
+             device: str) -> list[JobEstimate]:
+    """Every job of the plan with what is done and the estimated seconds of what is not."""
+    from benchmark.trial import DISTILLED, set_key
+
+    model = CostModel.from_rows(rows)
+    out = []
+    for job in group_jobs(runs):
+        data = load_dataset(job.dataset)
+        distiller = resolve_method(job.method).distiller
+        todo = [r for r in job.runs if r.run_hash not in done]
+        reference = distiller.reference
+        cached = not reference and cache.meta(DISTILLED, set_key(job, data)) is not None
+        images = len(data.train) if reference else (job.ipc or 0) * data.num_classes
+        if not todo or reference or cached:
+            distill: float | None = 0.0
+        else:
+            distill = model.distill_seconds(job.method, job.dataset, job.ipc or 0, device)
+        costs = [model.train_seconds(r, images, device) for r in todo]
+        train = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+        out.append(JobEstimate(job, len(job.runs) - len(todo), cached, distill, train))
+    return out

@@ -1,0 +1,65 @@
+"""`bench plan`: the cost model against hand computations, and the command on a real store."""
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.estimate import CostModel, estimate
+from benchmark.plan import GridRequest, plan_runs
+from benchmark.store import ResultStore
+from core.artifacts import ArtifactCache
+from core.rows import ResultRow
+from evaluators.protocols import resolve
+
+
+def _runs(methods=("random",), ipcs=(1, 4, 10)):
+    return plan_runs(GridRequest(methods=methods, datasets=("digits",), ipcs=ipcs, archs=("convnet3",),
+                                 budget="smoke", seeds=(0,), references=False)).runs
+
+
+def _measured(run, distill_s: float, train_s: float, steps: int, test_s: float = 1.0) -> ResultRow:
+    return ResultRow.ok(run, 50.0, {"distill_s": distill_s, "train_s": train_s, "train_steps": steps,
+                                    "test_s": test_s, "images": 10 * run.ipc, "device": "cpu"})
+
+
+def test_student_seconds_are_steps_times_the_cost_per_step_interpolated_in_the_batch():
+    by_ipc = {r.ipc: r for r in _runs()}
+    rows = [_measured(by_ipc[1], 2.0, 10.0, 100), _measured(by_ipc[10], 8.0, 40.0, 100)]
+    model = CostModel.from_rows(rows)
+    protocol, budget = resolve("dc", "smoke")
+    steps = protocol.schedule(budget, 40, 4).steps
+    # batch 40 lies 1/3 of the way from 10 (0.1 s/step) to 100 (0.4 s/step): 0.2 s/step
+    assert model.train_seconds(by_ipc[4], 40, "cpu") == pytest.approx(steps * 0.2 + 1.0)
+    # distillation: 2 s at IPC 1, 8 s at IPC 10 -> 4 s at IPC 4, and along that line beyond
+    assert model.distill_seconds("random", "digits", 4, "cpu") == pytest.approx(4.0)
+    assert model.distill_seconds("random", "digits", 19, "cpu") == pytest.approx(14.0)
+    assert model.distill_seconds("random[x=1]", "digits", 4, "cpu") == pytest.approx(4.0)  # same method
+    assert model.distill_seconds("herding", "digits", 4, "cpu") is None  # never measured: unknown
+    assert model.train_seconds(by_ipc[4], 40, "cuda") is None  # nor on another device
+
+
+def test_done_runs_and_cached_sets_cost_nothing(tmp_path):
+    runs = _runs()
+    by_ipc = {r.ipc: r for r in runs}
+    rows = [_measured(by_ipc[1], 2.0, 10.0, 100), _measured(by_ipc[10], 8.0, 40.0, 100)]
+    jobs = {j.job.ipc: j for j in estimate(runs, {by_ipc[1].run_hash}, rows, ArtifactCache(tmp_path), "cpu")}
+    assert (jobs[1].runs_done, jobs[1].distill_s, jobs[1].train_s) == (1, 0.0, 0)
+    assert jobs[4].runs_done == 0 and jobs[4].distill_s == pytest.approx(4.0) and jobs[4].seconds > 4.0
+    unknown = estimate(_runs(methods=("herding",)), set(), rows, ArtifactCache(tmp_path), "cpu")
+    assert all(j.seconds is None for j in unknown)
+
+
+def test_the_command_reports_without_running_anything(bench_env, capsys):
+    store, cache = bench_env
+    with ResultStore(store) as s:
+        for run, (d, t) in zip(_runs(ipcs=(1, 10)), ((2.0, 10.0), (8.0, 40.0))):
+            s.put(_measured(run, d, t, 100).stamped("abc", {}, 1.0))
+    args = ["plan", "--methods", "random", "--datasets", "digits", "--ipc", "1,4,10", "--budget", "smoke",
+            "--seeds", "1", "--no-references"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 of 3 runs to do (2 in the store, 0 sets cached)" in out and "unknown" not in out
+    with ResultStore(store) as s:
+        assert len(s.rows()) == 2  # nothing ran
+    assert main(["plan", "--methods", "nosuch", "--datasets", "digits"]) == 2
+    assert "unknown method 'nosuch'" in capsys.readouterr().err
