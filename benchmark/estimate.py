@@ -80,11 +80,7 @@ class CostModel:
         measured = self.step_s.get(board)
         if not measured:
             return None
-        by_batch: dict[int, list[float]] = defaultdict(list)
-        for b, s in measured:
-            by_batch[b].append(s)
-        sizes = sorted(by_batch)
-        costs = [statistics.median(by_batch[b]) for b in sizes]
+        sizes, costs = _medians(measured)
         # seconds per step, linear in the batch size between the measured ones, flat beyond them
         per_step = float(np.interp(min(schedule.batch_size, num_images), sizes, costs))
         return schedule.steps * per_step + statistics.median(self.test_s.get(board, [0.0]))
@@ -96,11 +92,7 @@ class CostModel:
             and name.split("[")[0] == method.split("[")[0] for m in values]
         if not measured:
             return None
-        by_ipc: dict[int, list[float]] = defaultdict(list)
-        for i, s in measured:
-            by_ipc[i].append(s)
-        ipcs = sorted(by_ipc)
-        costs = [statistics.median(by_ipc[i]) for i in ipcs]
+        ipcs, costs = _medians(measured)
         if len(ipcs) == 1:
             return costs[0] * ipc / ipcs[0]
         # linear between measured IPCs; beyond them, the line through the two nearest
@@ -109,6 +101,15 @@ class CostModel:
             return float(np.interp(ipc, ipcs, costs))
         slope = (costs[hi] - costs[lo]) / (ipcs[hi] - ipcs[lo])
         return max(0.0, costs[lo] + slope * (ipc - ipcs[lo]))
+
+
+def _medians(measured: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """The measured sizes in order, and the median of the seconds measured at each."""
+    by_size: dict[int, list[float]] = defaultdict(list)
+    for size, seconds in measured:
+        by_size[size].append(seconds)
+    sizes = sorted(by_size)
+    return sizes, [statistics.median(by_size[size]) for size in sizes]
 
 
 def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: ArtifactCache,

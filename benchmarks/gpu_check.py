@@ -64,8 +64,27 @@ def student_loop(device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
+def _sampling_row(part: str, what: str, images: torch.Tensor, marks: tuple[float, float, float, float],
+                  **extra: Any) -> dict[str, Any]:
+    """A timing row from (start, encoded, sampled, end) clock marks, after checking the images."""
+    start, encoded, sampled, end = marks
+    assert images.dim() == 4 and torch.isfinite(images).all() and 0 <= float(images.min()) <= float(images.max()) <= 1
+    return {"part": part, "what": what, "seconds": round(end - start, 2), "encode_s": round(encoded - start, 2),
+            "sample_s": round(sampled - encoded, 2), "decode_s": round(end - sampled, 2),
+            "images_per_s": round(images.shape[0] / (end - start), 2), "peak_gib": round(_peak_gib(), 2), **extra}
+
+
+def _sd_vae(size: int):
+    """An AutoencoderKL with sd-vae-ft-mse's (and SD v1.5's) configuration, random weights."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         sample_size=size)
+
+
 def _dit_backbone(device: torch.device):
-    from diffusers import AutoencoderKL, DiTTransformer2DModel
+    from diffusers import DiTTransformer2DModel
 
     from methods.diffusion.backbone import BACKBONES, Backbone
     from methods.diffusion.pretrained import DIT_SCHEDULE
@@ -74,9 +93,7 @@ def _dit_backbone(device: torch.device):
     # DiT-XL/2-256 and sd-vae-ft-mse as their released configs define them
     dit = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
                                 num_layers=28, sample_size=32, patch_size=2, num_embeds_ada_norm=1000)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=256)
+    vae = _sd_vae(256)
     return Backbone("dit-xl-2-256 (random weights)", "pretrained", vae, 0.18215, 256, dict(DIT_SCHEDULE),
                     class_denoiser=dit, fit="resize", sampling=BACKBONES.get("dit-xl-2-256").sampling).to(device).eval()
 
@@ -103,11 +120,8 @@ def dit_sampling(device: torch.device) -> list[dict[str, Any]]:
                 sampled = _synced()
                 images = ctx.decode(latents)
             end = _synced()
-            assert images.shape == (n, 3, size, size) and torch.isfinite(images).all()
-            rows.append({"part": "DiT-XL/2 sampling", "what": f"{n} images, DDPM 50, guidance 4, {precision}",
-                         "seconds": round(end - start, 2), "sample_s": round(sampled - start, 2),
-                         "decode_s": round(end - sampled, 2), "images_per_s": round(n / (end - start), 2),
-                         "peak_gib": round(_peak_gib(), 2), "denoiser_params_m": round(params / 1e6, 1)})
+            rows.append(_sampling_row("DiT-XL/2 sampling", f"{n} images, DDPM 50, guidance 4, {precision}", images,
+                                      (start, start, sampled, end), denoiser_params_m=round(params / 1e6, 1)))
     return rows
 
 
@@ -115,7 +129,7 @@ def _sd15_backbone(device: torch.device):
     import tempfile
     from pathlib import Path
 
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from methods.diffusion.backbone import Backbone
@@ -123,9 +137,7 @@ def _sd15_backbone(device: torch.device):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)  # SD v1.5's config
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=512)
+    vae = _sd_vae(512)
     # CLIP ViT-L/14's text tower at full size; a letter-level vocabulary stands in for its BPE files
     with tempfile.TemporaryDirectory() as tmp:
         vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
@@ -169,11 +181,8 @@ def sd15_img2img(device: torch.device) -> list[dict[str, Any]]:
             sampled = _synced()
             images = ctx.decode(out)
         end = _synced()
-        assert images.shape == (n, 3, size, size) and torch.isfinite(images).all()
-        rows.append({"part": "SD v1.5 img2img", "what": f"{n} images {size} px, DDIM 35 of 50, guidance 8, {precision}",
-                     "seconds": round(end - start, 2), "encode_s": round(encoded - start, 2),
-                     "sample_s": round(sampled - encoded, 2), "decode_s": round(end - sampled, 2),
-                     "images_per_s": round(n / (end - start), 2), "peak_gib": round(_peak_gib(), 2)})
+        rows.append(_sampling_row("SD v1.5 img2img", f"{n} images {size} px, DDIM 35 of 50, guidance 8, {precision}",
+                                  images, (start, encoded, sampled, end)))
     return rows
 
 
