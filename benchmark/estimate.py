@@ -124,7 +124,7 @@ def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: 
         distiller = resolve_method(job.method).distiller
         todo = [r for r in job.runs if r.run_hash not in done]
         reference = distiller.reference
-        cached = not reference and cache.meta(DISTILLED, set_key(job, data)) is not None
+        cached = not reference and cache.meta(DISTILLED, set_key(job, data, distiller)) is not None
         images = len(data.train) if reference else (job.ipc or 0) * data.num_classes
         if not todo or reference or cached:
             distill: float | None = 0.0

@@ -22,7 +22,7 @@ from evaluators.protocols import resolve
 from evaluators.quality import score_quality
 from evaluators.teacher import teacher_source
 from methods import resolve_method
-from methods.base import DistillContext
+from methods.base import DistillContext, Distiller
 
 Report = Callable[[dict[str, Any]], None]
 DISTILLED = "distilled"  # the artifact kind of distilled sets
@@ -38,18 +38,18 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
-def set_key(job: DistillJob, data: Dataset) -> str:
-    """The cache key of the job's distilled set; the plan's recorded config is its identity
-    (an external set's content hash lives only there)."""
-    distiller = resolve_method(job.method).distiller
+def set_key(job: DistillJob, data: Dataset, distiller: Distiller) -> str:
+    """The cache key of the job's distilled set (``distiller``: the job's method, resolved); the
+    plan's recorded config is its identity (an external set's content hash lives only there)."""
     config = json.loads(job.runs[0].method_config) if job.runs else distiller.config()
     conditioning = job.runs[0].conditioning if job.runs else conditioning_of(data)
     return job.distill_key(config, data.fingerprint(), distiller.deterministic, conditioning)
 
 
-def place_set(job: DistillJob, data: Dataset, dset: DistilledSet, cache: ArtifactCache) -> str:
+def place_set(job: DistillJob, data: Dataset, dset: DistilledSet, cache: ArtifactCache,
+              distiller: Distiller | None = None) -> str:
     """Store a distilled set where the job's trials look for it; returns its key."""
-    key = set_key(job, data)
+    key = set_key(job, data, distiller or resolve_method(job.method).distiller)
     dset.meta.update({"distill_key": key, "method": job.method, "dataset": job.dataset, "ipc": job.ipc,
                       "seed": job.seed})
     cache.save(DISTILLED, key, dset.to_state(), meta={"method": job.method, "dataset": job.dataset,
@@ -65,7 +65,7 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     start = time.perf_counter()
     if distiller.reference:
         return distiller.distill(data, job.ipc or 0, job.seed, ctx), 0.0, False
-    state = cache.load(DISTILLED, set_key(job, data))
+    state = cache.load(DISTILLED, set_key(job, data, distiller))
     if state is not None:
         return DistilledSet.from_state(state), float(state["meta"].get("distill_s", 0.0)), True
     report({"phase": "distilling"})
@@ -75,7 +75,7 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     if len(dset) != expected:
         raise RuntimeError(f"{job.method} returned {len(dset)} images, expected {expected}")
     dset.meta["distill_s"] = elapsed
-    place_set(job, data, dset, cache)
+    place_set(job, data, dset, cache, distiller)
     return dset, elapsed, False
 
 

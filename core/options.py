@@ -6,6 +6,8 @@ loader's signature); this is the one conversion from the strings a user typed to
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Any
 
 from core.errors import BenchError
@@ -19,8 +21,10 @@ def base_type(kind: Any) -> Any:
     if isinstance(kind, str):
         parts = [p.strip() for p in kind.split("|") if p.strip() != "None"]
         return parts[0] if len(parts) == 1 else kind
-    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
-    return args[0] if len(args) == 1 and type(kind).__name__ in ("UnionType", "_UnionGenericAlias") else kind
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return args[0] if len(args) == 1 else kind
+    return kind
 
 
 def convert(text: str, kind: Any, what: str) -> Any:

@@ -210,8 +210,8 @@ BACKBONES.add("dit-xl-2-256", BackboneEntry(
     "pretrained", "methods.diffusion.pretrained:load_dit_xl_2_256",
     "DiT-XL/2 256 (class DiT) with the sd-vae-ft-mse VAE; local directories or cached hub ids", ("class",),
     class_space=CLASS_SPACE, text_options={"text_encoder": "sd15"},
-    # DiT's own sampler: the learned variance, guidance on 3 of the 4 latent channels ("for exact
-    # reproducibility", DiT's models.py), and 50 steps respaced evenly over the 1,000 (linspace)
+    # DiT's own sampler (its models.py and diffusion/): the learned variance, guidance on the first 3
+    # of the 4 latent channels, and the steps respaced evenly over the 1,000 (linspace)
     sampling=BackboneSampling(learned_variance=True, guided_channels=3, timestep_spacing="linspace")))
 
 
