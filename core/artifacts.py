@@ -1,4 +1,5 @@
-"""Content-addressed cache of distilled sets and trained models: ``<root>/<kind>/<key>.pt`` plus a checksum sidecar.
+"""Content-addressed cache of distilled sets and trained models: ``<root>/<kind>/<key>.pt`` plus a checksum sidecar,
+and of large arrays (hook latents) as ``<key>.npy`` files that are memory-mapped, never read whole.
 
 Files are written atomically and verified on every read; a file that fails verification is
 deleted and rebuilt, never returned.
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.errors import BenchError
@@ -83,15 +85,15 @@ class ArtifactCache:
                 "set BENCH_CACHE or --cache to a writable directory"
             ) from None
 
-    def path(self, kind: str, key: str) -> Path:
-        """Where the object of this kind and key lives (whether or not it exists)."""
+    def path(self, kind: str, key: str, suffix: str = ".pt") -> Path:
+        """Where the object (``.pt``) or array (``.npy``) of this kind and key lives (whether or not it exists)."""
         for what, name in (("kind", kind), ("key", key)):
             if not _NAME.match(name):
                 raise ValueError(f"invalid artifact {what} {name!r}: use letters, digits, _ . = + -")
-        return self.root / kind / f"{key}.pt"
+        return self.root / kind / f"{key}{suffix}"
 
     def _sidecar(self, kind: str, key: str) -> Path:
-        return self.path(kind, key).with_suffix(".json")
+        return self.path(kind, key, ".json")
 
     @contextlib.contextmanager
     def _locked(self, kind: str, key: str, exclusive: bool) -> Iterator[None]:
@@ -119,9 +121,9 @@ class ArtifactCache:
             return None
         return record if isinstance(record, dict) else None
 
-    def _try_load(self, kind: str, key: str) -> tuple[Any, str | None]:
-        """(object, None) if verified, (None, reason) if corrupted, (None, None) if absent."""
-        data, sidecar = self.path(kind, key), self._sidecar(kind, key)
+    def _try_load(self, kind: str, key: str, suffix: str, read: Callable[[Path], Any]) -> tuple[Any, str | None]:
+        """(``read(file)``, None) if verified, (None, reason) if corrupted, (None, None) if absent."""
+        data, sidecar = self.path(kind, key, suffix), self._sidecar(kind, key)
         if not data.exists() and not sidecar.exists():
             return None, None
         if not sidecar.exists():
@@ -138,23 +140,31 @@ class ArtifactCache:
         if digest != record["sha256"]:
             return None, "its sha256 does not match the sidecar"
         try:
-            # Safe to unpickle: the checksum proves this is the file this cache wrote.
-            return torch.load(data, map_location="cpu", weights_only=False), None
-        except Exception as exc:  # noqa: BLE001 - any failure to unpickle means rebuild
-            return None, f"it cannot be unpickled ({type(exc).__name__}: {exc})"
+            return read(data), None
+        except Exception as exc:  # noqa: BLE001 - any failure to read means rebuild
+            return None, f"it cannot be read ({type(exc).__name__}: {exc})"
 
     def load(self, kind: str, key: str) -> Any | None:
         """The verified object (tensors on CPU), or None if absent or corrupted (then deleted)."""
-        data = self.path(kind, key)
+        # Safe to unpickle: the checksum proves this is the file this cache wrote.
+        return self._load(kind, key, ".pt", lambda path: torch.load(path, map_location="cpu", weights_only=False))
+
+    def load_array(self, kind: str, key: str) -> np.ndarray | None:
+        """The verified array, memory-mapped copy-on-write (the file is never changed and pages are
+        read when touched), or None if absent or corrupted (then deleted). Never unpickles."""
+        return self._load(kind, key, ".npy", lambda path: np.load(path, mmap_mode="c", allow_pickle=False))
+
+    def _load(self, kind: str, key: str, suffix: str, read: Callable[[Path], Any]) -> Any | None:
+        data = self.path(kind, key, suffix)
         if not data.parent.is_dir():
             return None
         with self._locked(kind, key, exclusive=False):
-            obj, problem = self._try_load(kind, key)
+            obj, problem = self._try_load(kind, key, suffix, read)
         if problem is None:
             return obj
         with self._locked(kind, key, exclusive=True):
             # Look again alone: a writer may have replaced the pair between the two locks.
-            obj, problem = self._try_load(kind, key)
+            obj, problem = self._try_load(kind, key, suffix, read)
             if problem is None:
                 return obj
             log.warning("artifact %s is corrupted (%s); deleting it, it will be rebuilt", data, problem)
@@ -165,14 +175,35 @@ class ArtifactCache:
 
     def save(self, kind: str, key: str, obj: Any, meta: dict | None = None) -> Path:
         """Store ``obj`` atomically with a sha256 sidecar; returns the data file's path."""
-        data, sidecar = self.path(kind, key), self._sidecar(kind, key)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+
+        return self._write(kind, key, ".pt", write, meta)
+
+    def write_array(self, kind: str, key: str, shape: tuple[int, ...], dtype: np.dtype | type,
+                    fill: Callable[[np.ndarray], None], meta: dict | None = None) -> Path:
+        """Store an array of ``shape`` and ``dtype`` that ``fill`` writes in place (a memory-mapped
+        ``.npy`` file, so the array is never held in memory whole); atomic, with a sha256 sidecar."""
+
+        def write(tmp: Path) -> None:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+            fill(array)
+            array.flush()
+            del array
+
+        return self._write(kind, key, ".npy", write, meta)
+
+    def _write(self, kind: str, key: str, suffix: str, write: Callable[[Path], None], meta: dict | None) -> Path:
+        data, sidecar = self.path(kind, key, suffix), self._sidecar(kind, key)
         data.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=data.parent, prefix=f".{data.name}.", suffix=".tmp")
+        os.close(fd)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(obj, f)
-                f.flush()
+            write(tmp)
+            with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             record = {
                 "sha256": _sha256_file(tmp),

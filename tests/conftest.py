@@ -9,6 +9,15 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Everything the tests cache (decoded image folders included) goes to a temporary directory,
+    never to the user's cache; ``bench_env`` narrows it to one test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture
 def bench_env(tmp_path, monkeypatch):
     """Point the result store and the artifact cache at fresh temporary directories."""

@@ -11,10 +11,12 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, PNDMS
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 
-def tiny_vae(channels: int = 3) -> AutoencoderKL:
-    return AutoencoderKL(in_channels=channels, out_channels=channels, down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                         norm_num_groups=8, sample_size=16)
+def tiny_vae(channels: int = 3, block_out_channels: tuple[int, ...] = (8, 16)) -> AutoencoderKL:
+    """An AutoencoderKL of tiny widths; four blocks down-sample by 8 as SD's VAE does, two by 2."""
+    blocks = len(block_out_channels)
+    return AutoencoderKL(in_channels=channels, out_channels=channels, down_block_types=("DownEncoderBlock2D",) * blocks,
+                         up_block_types=("UpDecoderBlock2D",) * blocks, block_out_channels=block_out_channels,
+                         latent_channels=4, norm_num_groups=8, sample_size=16)
 
 
 def write_tokenizer(directory) -> CLIPTokenizer:
@@ -51,12 +53,15 @@ def write_sd15(root: Path) -> Path:
     return root
 
 
-def write_dit(root: Path) -> tuple[Path, Path]:
-    """A DiT-XL/2 layout (transformer/, scheduler/) and a separate sd-vae-ft-mse-like AutoencoderKL directory."""
+def write_dit(root: Path, sample_size: int = 8, vae_blocks: tuple[int, ...] = (8, 16)) -> tuple[Path, Path]:
+    """A DiT-XL/2 layout (transformer/, scheduler/) and a separate sd-vae-ft-mse-like AutoencoderKL
+    directory; ``sample_size`` is the latent side and ``vae_blocks`` the VAE's widths (its resolution
+    is ``sample_size`` times its down-sampling factor: 16 px by default, 256 px with 32 and four blocks)."""
     torch.manual_seed(1)
     # out_channels = 2 x latent channels: noise and variance, as DiT-XL/2 predicts them.
     DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-                          sample_size=8, patch_size=2, num_embeds_ada_norm=1000).save_pretrained(root / "dit" / "transformer")
+                          sample_size=sample_size, patch_size=2,
+                          num_embeds_ada_norm=1000).save_pretrained(root / "dit" / "transformer")
     DDIMScheduler(clip_sample=False).save_pretrained(root / "dit" / "scheduler")
-    tiny_vae().save_pretrained(root / "vae")
+    tiny_vae(block_out_channels=vae_blocks).save_pretrained(root / "vae")
     return root / "dit", root / "vae"

@@ -99,7 +99,7 @@ def test_garbage_with_matching_checksum_is_not_unpickled_silently(
     sidecar.write_text(json.dumps(record))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert cache.load("x", "k") is None
-    assert "unpickled" in caplog.text and not path.exists()
+    assert "cannot be read" in caplog.text and not path.exists()
 
 
 def test_save_overwrites_same_key(tmp_path: Path) -> None:
@@ -181,3 +181,58 @@ def test_concurrent_saves_and_loads_never_look_corrupted(
         for t in threads:
             t.join()
     assert failures == [] and "corrupted" not in caplog.text
+
+
+def test_array_is_written_in_place_and_memory_mapped(tmp_path: Path) -> None:
+    import numpy as np
+
+    cache = ArtifactCache(tmp_path)
+    expected = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    calls = []
+
+    def fill(out: np.ndarray) -> None:
+        calls.append(type(out))
+        out[:2] = expected[:2]  # written a part at a time, as the encoder writes batches
+        out[2:] = expected[2:]
+
+    path = cache.write_array("hook-latents", "a1", (4, 2, 3), np.float32, fill, meta={"dataset": "d"})
+    assert path == cache.path("hook-latents", "a1", ".npy") and calls == [np.memmap]
+    got = cache.load_array("hook-latents", "a1")
+    assert isinstance(got, np.memmap) and got.dtype == np.float32 and np.array_equal(got, expected)
+    got[0, 0, 0] = -1.0  # copy-on-write: the caller may write, the file never changes
+    assert np.array_equal(cache.load_array("hook-latents", "a1"), expected)
+    assert cache.meta("hook-latents", "a1")["bytes"] == path.stat().st_size
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")) == ["a1.json", "a1.npy"]
+
+
+def test_array_file_holding_objects_is_refused_not_unpickled(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """An attacker's .npy of Python objects with a matching checksum: loading never unpickles it."""
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    cache = ArtifactCache(tmp_path)
+    path = cache.write_array("hook-latents", "evil", (1,), np.float32, lambda out: None)
+    np.save(path, np.array([Payload()], dtype=object), allow_pickle=True)
+    record = json.loads(path.with_suffix(".json").read_text())
+    record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load_array("hook-latents", "evil") is None
+    assert "Python objects" in caplog.text and not path.exists() and not marker.exists()
+
+
+def test_truncated_array_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    cache = ArtifactCache(tmp_path)
+    path = cache.write_array("hook-latents", "t", (8, 8), np.float32, lambda out: out.fill(1.0))
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load_array("hook-latents", "t") is None
+    assert "sha256 does not match" in caplog.text and not path.exists()

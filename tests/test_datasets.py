@@ -394,3 +394,47 @@ def test_imageidc_reads_class_file(tmp_path):
     with pytest.raises(BenchError, match="line 1: expected one ImageNet-1k wnid"):
         load_dataset(f"imageidc[root={tmp_path / 'data'},classes={tmp_path / 'bad.txt'},size=16]")
     _check_colours(ds.test)
+
+
+def _mapped_file(address: int) -> str:
+    """The file mapped at ``address`` in this process ('' for anonymous memory)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if start <= address < end:
+            return fields[5] if len(fields) == 6 else ""
+    return ""
+
+
+def test_image_folder_is_decoded_once_then_memory_mapped(tmp_path, monkeypatch):
+    """The second load (another process, after a memo clear) maps the decoded array: no image is
+    decoded again, the pixels and the fingerprint are the same; a changed file is decoded afresh."""
+    from core.datasets import clear_cache, imagefolder
+    from core.datasets.base import fingerprint_of
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    _write_tree(tmp_path / "tree", ["b", "a"], {"train": 12, "val": 4})
+    spec = f"imagefolder:{tmp_path / 'tree'}[size=16]"
+    decoded: list[Path] = []
+    real = imagefolder.load_image
+    monkeypatch.setattr(imagefolder, "load_image", lambda path, size: decoded.append(path) or real(path, size))
+    first = load_dataset(spec)
+    assert len(decoded) == 32
+    for split in (first.train, first.val, first.test):  # the pixels live in the cache's file, not in private memory
+        assert _mapped_file(split.images.data_ptr()).startswith(str(tmp_path / "cache" / "decoded-images"))
+    assert first.fingerprint() == fingerprint_of(first.name, (first.train, first.val, first.test))
+    clear_cache()
+    decoded.clear()
+    second = load_dataset(spec)
+    assert decoded == [] and second is not first and second.fingerprint() == first.fingerprint()
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(second, split).images, getattr(first, split).images)
+        assert torch.equal(getattr(second, split).labels, getattr(first, split).labels)
+    # sorted folders: label 0 is "a" (written second, colour 1), label 1 is "b" (colour 0)
+    assert all(img[:, 8, 8].tolist() == list(COLOURS[1 - int(y)])
+               for img, y in zip(second.train.images, second.train.labels))
+    victim = tmp_path / "tree" / "train" / "a" / "img00.png"
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(victim)
+    clear_cache()
+    third = load_dataset(spec)
+    assert len(decoded) == 32 and third.fingerprint() != first.fingerprint()

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
@@ -249,3 +250,22 @@ def test_plugin_replaces_the_hook(dctx, data, tmp_path):
     stored = plugin.diagnostics(dctx, data, ctx)
     assert stored is not None and stored.record["steps"] == 5
     assert ("training steps", 5) in [(row.name, row.value) for row in stored.rows]
+
+
+def test_recomputing_large_attention_maps_leaves_the_gradients_unchanged(monkeypatch):
+    """Above RECOMPUTE_ABOVE_BYTES the layers are recomputed in the backward pass (with the same
+    dropout draws); the gradients are bit for bit those of keeping the maps."""
+    from methods.evlf import fusion
+
+    def gradients() -> torch.Tensor:
+        torch.manual_seed(0)
+        module = fusion.FusionModule(fusion.FusionConfig(4, 16, 16, width=32, heads=2, ffn=64)).train()
+        torch.manual_seed(1)
+        module(torch.randn(4, 4, 4, 4), torch.randn(4, 5, 16)).square().mean().backward()
+        return torch.cat([p.grad.flatten() for p in module.parameters()])
+
+    kept = gradients()
+    calls = []
+    monkeypatch.setattr(fusion, "RECOMPUTE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(fusion, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    assert torch.equal(gradients(), kept) and len(calls) == 2  # both layers were recomputed

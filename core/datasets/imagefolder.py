@@ -3,9 +3,17 @@ one, and ImageNette / ImageWoof / ImageIDC, which pick fixed ImageNet wnid folde
 
 Classes whose folders are ImageNet-1k synset ids (wnids) take their names and prompts from the
 ImageNet-1k class names, as the papers' pipelines do, and carry the wnids, so a class-conditional
-ImageNet backbone can map them to its own class indices."""
+ImageNet backbone can map them to its own class indices.
+
+A tree is decoded once into one uint8 ``.npy`` file in the artifact cache (keyed by every file's
+path, size and modification time, and the image size) and memory-mapped from then on: a data set
+of 256 px images takes gigabytes, which every process on a machine now shares through the page
+cache instead of holding a private copy, and pages are read from disk when a batch touches them.
+"""
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +23,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.datasets.base import Dataset, Split, register_dataset
+from core.artifacts import ArtifactCache, content_key, default_cache_root
+from core.datasets.base import Dataset, Split, fingerprint_of, register_dataset
 from core.datasets.imagenet import PROMPT_SOURCE, imagenet_name, is_imagenet_wnid
-from core.datasets.splits import carve_validation
+from core.datasets.splits import validation_indices
 from core.errors import BenchError, DataMissingError
 
+log = logging.getLogger("core.datasets")
+
+DECODED_KIND = "decoded-images"
+DECODED_VERSION = 1  # bump when decoding changes (resize, crop, colour conversion)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 128
@@ -69,7 +82,8 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def _load_split(split_dir: Path, folders: Sequence[str], size: int) -> Split:
+def _list_split(split_dir: Path, folders: Sequence[str]) -> tuple[list[Path], torch.Tensor]:
+    """The image files of a split in a fixed order, and their labels."""
     paths: list[Path] = []
     labels: list[int] = []
     for label, folder in enumerate(folders):
@@ -78,12 +92,77 @@ def _load_split(split_dir: Path, folders: Sequence[str], size: int) -> Split:
             raise DataMissingError(f"no images in {split_dir / folder}; each class folder needs at least one image")
         paths += files
         labels += [label] * len(files)
+    return paths, torch.tensor(labels, dtype=torch.int64)
+
+
+def _decode_into(paths: Sequence[Path], size: int, out: np.ndarray | torch.Tensor) -> None:
+    """Decode ``paths`` into ``out`` (N x 3 x size x size uint8), one image at a time in place."""
+    target = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
+    def put(i: int) -> None:
+        target[i] = torch.from_numpy(load_image(paths[i], size)).permute(2, 0, 1)
+
     # Decoding and resizing happen in C with the GIL released, so threads scale.
     workers = min(16, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = list(pool.map(lambda p: load_image(p, size), paths))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return Split(images, torch.tensor(labels, dtype=torch.int64))
+        list(pool.map(put, range(len(paths))))
+
+
+def _files_key(name: str, paths: Sequence[Path], size: int) -> str:
+    """Names the decoded array of these files in this order: path, size and mtime of each."""
+    h = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        h.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return content_key({"dataset": name, "files": h.hexdigest(), "size": size, "version": DECODED_VERSION})
+
+
+def _decoded_cache() -> ArtifactCache | None:
+    try:
+        return ArtifactCache(default_cache_root())
+    except BenchError as exc:
+        log.warning("decoding images into memory: %s", exc)
+        return None
+
+
+def _splits(images: np.ndarray | torch.Tensor, parts: Sequence[tuple[list[Path], torch.Tensor]]) -> list[Split]:
+    """Consecutive views of ``images``, one split per (files, labels) part."""
+    out, start = [], 0
+    for files, labels in parts:
+        view = images[start:start + len(files)]
+        out.append(Split(torch.from_numpy(view) if isinstance(view, np.ndarray) else view, labels.clone()))
+        start += len(files)
+    return out
+
+
+def _decode_splits(name: str, parts: Sequence[tuple[list[Path], torch.Tensor]],
+                   size: int) -> tuple[list[Split], str | None]:
+    """The (train, val, test) splits of these (files, labels) parts, and the data set's
+    fingerprint when it is known without reading the images again: memory-mapped from the
+    decoded array in the cache (decoded into it first if absent), or in memory without a cache."""
+    paths = [p for files, _ in parts for p in files]
+    shape = (len(paths), 3, size, size)
+    cache = _decoded_cache()
+    if cache is None:
+        images = torch.empty(shape, dtype=torch.uint8)
+        _decode_into(paths, size, images)
+        return _splits(images, parts), None
+    key = _files_key(name, paths, size)
+    array = cache.load_array(DECODED_KIND, key)
+    if array is None:
+        meta = {"dataset": name, "images": [len(files) for files, _ in parts]}
+
+        def fill(out: np.ndarray) -> None:
+            _decode_into(paths, size, out)
+            meta["fingerprint"] = fingerprint_of(name, tuple(_splits(out, parts)))  # written with the file below
+
+        cache.write_array(DECODED_KIND, key, shape, np.uint8, fill, meta=meta)
+        array = cache.load_array(DECODED_KIND, key)
+    record = cache.meta(DECODED_KIND, key)
+    if array is None or record is None or array.shape != shape:
+        raise BenchError(f"{name}: the decoded images {cache.path(DECODED_KIND, key, '.npy')} cannot be read back; "
+                         "check the cache directory's disk")
+    return _splits(array, parts), record["meta"].get("fingerprint")
 
 
 def _test_dir(root: Path) -> Path | None:
@@ -126,7 +205,12 @@ def build(
         if missing:
             more = f" (and {len(missing) - 1} more class folders)" if len(missing) > 1 else ""
             raise DataMissingError(f"{name}: folder {split_dir / missing[0]} is missing{more}; {how_to_fix}")
-    train, val = carve_validation(split_key, _load_split(root / "train", folders, size))
+    paths, labels = _list_split(root / "train", folders)
+    test_paths, test_labels = _list_split(test_dir, folders)
+    keep, held = validation_indices(split_key, labels)  # split by label before decoding anything
+    (train, val, test), fingerprint = _decode_splits(name, [([paths[i] for i in keep.tolist()], labels[keep]),
+                                                            ([paths[i] for i in held.tolist()], labels[held]),
+                                                            (test_paths, test_labels)], size)
     wnids = tuple(folders) if all(is_imagenet_wnid(f) for f in folders) else None
     class_names = [imagenet_name(w) for w in wnids] if wnids else list(folders)
     return Dataset(
@@ -141,8 +225,9 @@ def build(
         std=IMAGENET_STD,
         train=train,
         val=val,
-        test=_load_split(test_dir, folders, size),
+        test=test,
         source=str(root),
+        _fingerprint=[fingerprint] if fingerprint else [],
     )
 
 

@@ -74,10 +74,16 @@ def take(split: Split, idx: torch.Tensor) -> Split:
     return Split(split.images[idx].contiguous(), split.labels[idx].contiguous())
 
 
+def validation_indices(name: str, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, val)`` indices: 10% of the original training data, at most 5,000 images, held
+    out per class for model selection. Labels alone decide, so a loader can split before it
+    decodes a single image."""
+    return stratified_holdout(labels, VAL_FRACTION, VAL_CAP, stable_seed(name, "val"))
+
+
 def carve_validation(name: str, train: Split) -> tuple[Split, Split]:
-    """``(train, val)``: 10% of the original training data, at most 5,000 images, held out
-    per class for model selection."""
-    keep, held = stratified_holdout(train.labels, VAL_FRACTION, VAL_CAP, stable_seed(name, "val"))
+    """``(train, val)`` splits at :func:`validation_indices`."""
+    keep, held = validation_indices(name, train.labels)
     return take(train, keep), take(train, held)
 
 

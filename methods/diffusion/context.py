@@ -18,6 +18,11 @@ from core.datasets.imagenet import CLASS_SPACE, imagenet_index
 from core.errors import BenchError
 from methods.diffusion.backbone import Backbone
 
+# Pixels one VAE call takes at most (batch x resolution^2): 256 images at 32 px, 16 at 128 px,
+# 4 at 256 px, 1 at 512 px. The VAE's activations grow with the pixels, so a fixed batch that
+# suits 32 px would take tens of GB at paper scale.
+VAE_PIXELS_PER_CALL = 256 * 32 * 32
+
 
 class DiffusionContext:
     """A backbone bound to one data set's image format (channels, native size, prompts)."""
@@ -34,7 +39,12 @@ class DiffusionContext:
         self.prompts = tuple(prompts)
         # Data set class index -> the class denoiser's label (identity for the small family).
         self.class_ids = None if class_ids is None else torch.as_tensor(list(class_ids), dtype=torch.long)
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # images per denoiser call
+
+    @property
+    def vae_batch(self) -> int:
+        """Images per VAE call: ``batch_size``, lowered at high resolution (see VAE_PIXELS_PER_CALL)."""
+        return max(1, min(self.batch_size, VAE_PIXELS_PER_CALL // self.backbone.resolution ** 2))
 
     @classmethod
     def for_dataset(cls, backbone: Backbone, data, **kwargs) -> DiffusionContext:
@@ -99,7 +109,7 @@ class DiffusionContext:
         vae = self.backbone.vae
         shift = float(vae.config.get("shift_factor") or 0.0)
         out = []
-        for chunk in images.split(self.batch_size):
+        for chunk in images.split(self.vae_batch):
             posterior = vae.encode(self.to_vae_input(chunk)).latent_dist
             z = posterior.mean
             if generator is not None:
@@ -134,7 +144,7 @@ class DiffusionContext:
         vae, scale = self.backbone.vae, self.latent_scale
         shift = float(vae.config.get("shift_factor") or 0.0)
         out = [self.from_vae_output(vae.decode(z.to(self.device) / scale + shift).sample)
-               for z in latents.split(self.batch_size)]
+               for z in latents.split(self.vae_batch)]
         if not out:
             return latents.new_zeros((0, self.channels, self.image_size, self.image_size))
         return torch.cat(out)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class FusionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+RECOMPUTE_ABOVE_BYTES = 2**28  # one layer's attention map above 256 MB: recompute it in the backward pass
 
 
 class FusionLayer(nn.Module):
@@ -85,8 +89,16 @@ class FusionModule(nn.Module):
         if text_mask is not None:
             image_keep = torch.zeros(b, h * w, dtype=torch.bool, device=z.device)
             kv_padding = torch.cat([image_keep, ~text_mask.to(z.device, torch.bool)], dim=1)
+        # Large attention maps (1,024 latent cells at 256 px: 0.6 GB per layer at batch 32, kept
+        # for the backward pass because attention dropout rules out fused kernels) are recomputed
+        # in the backward pass instead, with the same dropout draws: the same gradients, bit for bit.
+        recompute = (self.training and torch.is_grad_enabled()
+                     and b * self.config.heads * x.shape[1] * kv.shape[1] * x.element_size() > RECOMPUTE_ABOVE_BYTES)
         for layer in self.layers:
-            x = layer(x, kv, kv_padding)
+            if recompute:
+                x = checkpoint(layer, x, kv, kv_padding, use_reentrant=False)
+            else:
+                x = layer(x, kv, kv_padding)
         return self.latent_out(x.transpose(1, 2).reshape(b, self.config.width, h, w))
 
 

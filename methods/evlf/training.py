@@ -167,7 +167,7 @@ class TrainedFusion:
         text = prompt_text(require_text_encoder(dctx), dctx.prompts, self.options.text_pool, dctx.device)
         generator = torch.Generator().manual_seed(self.options.fusion_seed) if self.options.latent == "sample" else None
         out = []
-        for x, y in zip(images.split(dctx.batch_size), labels.split(dctx.batch_size)):
+        for x, y in zip(images.split(dctx.vae_batch), labels.split(dctx.vae_batch)):
             z = dctx.vae_latents(x, generator)
             y = y.to(dctx.device)
             out.append(module(z, text.tokens[y], text.mask[y] if self.options.mask_padding else None))
@@ -236,11 +236,11 @@ def _held_out(dctx: DiffusionContext, data: Dataset, module: FusionModule, proje
     if options.diag_images and options.diag_images < len(split):
         # A fixed subset, independent of the training seed, so runs compare on the same images.
         idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[: options.diag_images].sort()[0]
-    images, labels = split.images[idx].float().div_(255.0), split.labels[idx]
+    labels = split.labels[idx]
     generator = torch.Generator().manual_seed(options.fusion_seed) if options.latent == "sample" else None
     raws, fused, p_raw, p_fused = [], [], [], []
-    for x, y in zip(images.split(dctx.batch_size), labels.split(dctx.batch_size)):
-        z = dctx.vae_latents(x, generator)
+    for batch, y in zip(idx.split(dctx.vae_batch), labels.split(dctx.vae_batch)):
+        z = dctx.vae_latents(split.images[batch].float().div_(255.0), generator)
         y = y.to(dctx.device)
         f = module(z, text.tokens[y], text.mask[y] if options.mask_padding else None)
         raws.append(z.cpu())
@@ -261,7 +261,7 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
     channels, side, _ = dctx.backbone.latent_shape
     text = prompt_text(encoder, data.prompts, options.text_pool, device)
     config = options.fusion_config(channels, encoder.dim, side * side)
-    images, labels = data.train.float_images(), data.train.labels
+    images, labels = data.train.images, data.train.labels  # uint8; a batch at a time becomes float
     generator = torch.Generator().manual_seed(options.fusion_seed)
     curve, every = LossCurve(), max(1, options.train_steps // CURVE_POINTS)
     start = time.perf_counter()
@@ -275,7 +275,7 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
         batches = _batches(len(labels), options.train_batch, generator)
         for step in range(options.train_steps):
             idx = next(batches)
-            x = images[idx]
+            x = images[idx].float().div_(255.0)
             # Flip the images, then encode them, every step: the VAE is not flip-equivariant, so
             # flipping latents would be wrong, and encoding is a small part of a step's cost.
             if options.flip:
