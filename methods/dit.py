@@ -40,9 +40,14 @@ class DiT(ClassSampling):
     hook_defaults = {"adapt_steps": HOOK_ADAPT_STEPS}
     presets = {"pretrained": {**SAMPLING, "adapt_batch": 8}, "small": {**SAMPLING, "adapt_batch": 64}}
 
+    @property
+    def fine_tunes(self) -> bool:
+        return self.options.adapt_steps > 0
+
     def finetuning(self, data: Dataset) -> Finetuning | None:
         s = self.settings
         if s.adapt_steps == 0:
             return None
-        return Finetuning(FinetuneConfig(steps=s.adapt_steps, batch_size=s.adapt_batch, lr=s.adapt_lr),
+        return Finetuning(FinetuneConfig(steps=s.adapt_steps, batch_size=s.adapt_batch, lr=s.adapt_lr,
+                                         fidelity=self.fidelity),
                           {"loss": "diffusion"}, lambda: None)

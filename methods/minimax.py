@@ -101,9 +101,11 @@ class Minimax(ClassSampling):
     presets = {"pretrained": {**SAMPLING, "ft_steps": 12000, "ft_batch": 8},
                "small": {**SAMPLING, "ft_steps": 600, "ft_batch": 64}}
 
+    fine_tunes = True
+
     def finetuning(self, data: Dataset) -> Finetuning:
         s = self.settings
         return Finetuning(
-            FinetuneConfig(steps=s.ft_steps, batch_size=s.ft_batch, lr=s.lr, ema_decay=s.ema),
+            FinetuneConfig(steps=s.ft_steps, batch_size=s.ft_batch, lr=s.lr, ema_decay=s.ema, fidelity=self.fidelity),
             {"loss": "minimax", "rep_weight": s.rep_weight, "div_weight": s.div_weight, "memory": s.memory},
             lambda: MinimaxLoss(data.num_classes, s.memory, s.rep_weight, s.div_weight))

@@ -207,9 +207,29 @@ class ClassSampling(DiffusionDistiller):
 
     needs_denoiser = "class"
 
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether :meth:`finetuning` returns a fine-tuning (it must not need the data to say so)."""
+        return False
+
     def finetuning(self, data: Dataset) -> Finetuning | None:
         """The fine-tuning to run before sampling, or None to sample from the denoiser as is."""
         return None
+
+    @property
+    def fidelity(self) -> Any:
+        """How the fine-tuning follows the reference code on this backbone family (`finetune.Fidelity`)."""
+        from methods.diffusion.finetune import FIDELITY
+
+        return FIDELITY[self.family]
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        from methods.diffusion.finetune import Fidelity
+
+        if self.fine_tunes and self.fidelity != Fidelity():  # recorded where it departs from the small recipe
+            config["finetune_fidelity"] = dataclasses.asdict(self.fidelity)
+        return config
 
     def _denoised_context(self, dctx: DiffusionContext, data: Dataset,
                           ctx: DistillContext) -> tuple[DiffusionContext, dict[str, Any]]:

@@ -49,19 +49,21 @@ class EMA:
     """Exponential moving average of tensors being trained (a model's weights, or the subset a
     fine-tuning trains), kept in ``shadow``.
 
-    The decay ramps up as (1 + n) / (10 + n) so that short runs are not dominated by the
-    random initial weights.
+    With ``ramp`` the decay ramps up as (1 + n) / (10 + n) so that short runs are not dominated
+    by the random initial weights; without it the decay is constant from the first update (an
+    average that starts from pretrained weights, as DiT's and Minimax's training code keep it).
     """
 
-    def __init__(self, shadow: list[torch.Tensor], decay: float):
+    def __init__(self, shadow: list[torch.Tensor], decay: float, ramp: bool = True):
         self.shadow = shadow
         self.decay = decay
+        self.ramp = ramp
         self.updates = 0
 
     @torch.no_grad()
     def update(self, current: Iterable[torch.Tensor]) -> None:
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.ramp else self.decay
         # One fused call over all tensors: a Python loop per parameter costs more than the maths.
         torch._foreach_lerp_(self.shadow, [p.detach() for p in current], 1 - d)
 
