@@ -1,14 +1,18 @@
 """What a grid will cost before it runs (`bench plan`): per distillation job, which runs the
 store already holds, whether the distilled set is cached, and the expected seconds of
 distillation and of training students, from a small model calibrated by the measurements the
-harness records in every row (``distill_s``, ``train_s`` / ``train_steps``, ``test_s``).
+harness records in every row (``distill_s``, ``train_s`` / ``train_steps``, ``test_s``), and the
+expected peak memory of a trial (resident memory on the CPU, the CUDA allocator's peak on a GPU:
+``distill_peak_*_gib``, ``eval_peak_*_gib``).
 
 The model: a student's training time is its schedule's optimiser steps times the seconds per
 step measured for the same student, protocol, budget, data set and device kind, interpolated
 linearly in the batch size between the measured ones; distillation time is the seconds measured for
 the same method spec and data set (the same method with other options where that spec was
-never run), linear in IPC between the measured IPCs and along the nearest two beyond. A cell
-with no measurement to start from is reported as unknown, never guessed.
+never run), linear in IPC between the measured IPCs and along the nearest two beyond. A trial's
+peak memory is the larger of its distillation's (the same method and data set, the largest
+measured IPC at or above its own, else the largest measured) and its students' (the same board,
+the median). A cell with no measurement to start from is reported as unknown, never guessed.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.memory import peak_key
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.rows import ResultRow
@@ -35,6 +40,7 @@ class JobEstimate:
     set_cached: bool
     distill_s: float | None  # None: nothing measured to estimate from; 0 when nothing is left to distil
     train_s: float | None  # students still to train, training and test scoring
+    peak_gib: float | None = None  # the trial's expected peak memory (None: nothing measured)
 
     @property
     def seconds(self) -> float | None:
@@ -54,14 +60,23 @@ class CostModel:
     step_s: dict[tuple, list[tuple[int, float]]]  # (arch, protocol, budget, dataset, device) -> (batch, s/step)
     test_s: dict[tuple, list[float]]  # (arch, protocol, budget, dataset, device) -> scoring seconds
     distill_s: dict[tuple, list[tuple[int, float]]]  # (method, dataset, device) -> (ipc, seconds)
+    distill_peak: dict[tuple, list[tuple[int, float]]]  # (method, dataset, device) -> (ipc, GiB)
+    eval_peak: dict[tuple, list[float]]  # (arch, protocol, budget, dataset, device) -> GiB
 
     @classmethod
     def from_rows(cls, rows: list[ResultRow]) -> CostModel:
         step_s: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
         test_s: dict[tuple, list[float]] = defaultdict(list)
         distill_s: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+        distill_peak: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+        eval_peak: dict[tuple, list[float]] = defaultdict(list)
         for r in rows:
             m, device = r.metrics, _device_kind(r)
+            key = peak_key(device)
+            if m.get(f"eval_{key}") is not None:
+                eval_peak[(r.arch, r.protocol, r.budget, r.dataset, device)].append(float(m[f"eval_{key}"]))
+            if r.ipc is not None and m.get(f"distill_{key}") is not None:
+                distill_peak[(r.method, r.dataset, device)].append((r.ipc, float(m[f"distill_{key}"])))
             board = (r.arch, r.protocol, r.budget, r.dataset, device)
             if m.get("train_steps") and m.get("train_s") is not None:
                 batch = min(int(r.config["protocol_config"]["protocol"]["batch_size"]), int(m.get("images") or 1))
@@ -71,7 +86,23 @@ class CostModel:
             # a set loaded from the cache reports the seconds its distillation took when it was made
             if r.ipc is not None and m.get("distill_s") is not None:
                 distill_s[(r.method, r.dataset, device)].append((r.ipc, float(m["distill_s"])))
-        return cls(dict(step_s), dict(test_s), dict(distill_s))
+        return cls(dict(step_s), dict(test_s), dict(distill_s), dict(distill_peak), dict(eval_peak))
+
+    def peak_gib(self, method: str | None, run: RunSpec, device: str) -> float | None:
+        """The expected peak memory of a trial that distils with ``method`` (None: nothing to
+        distil) and trains the students of ``run``'s board; None when either is unmeasured."""
+        students = self.eval_peak.get((run.arch, run.protocol, run.budget, run.dataset, device))
+        if not students:
+            return None
+        peak = statistics.median(students)
+        if method is None:
+            return peak
+        measured = self.distill_peak.get((method, run.dataset, device))
+        if not measured:
+            return None
+        ipcs, peaks = zip(*sorted(measured))
+        at_or_above = [p for i, p in zip(ipcs, peaks) if i >= (run.ipc or 0)]
+        return max(peak, min(at_or_above) if at_or_above else max(peaks))
 
     def train_seconds(self, run: RunSpec, num_images: int, device: str) -> float | None:
         protocol, budget = resolve(run.protocol, run.budget)
@@ -132,5 +163,8 @@ def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: 
             distill = model.distill_seconds(job.method, job.dataset, job.ipc or 0, device)
         costs = [model.train_seconds(r, images, device) for r in todo]
         train = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
-        out.append(JobEstimate(job, len(job.runs) - len(todo), cached, distill, train))
+        distils = None if not todo or reference or cached else job.method
+        peaks = [model.peak_gib(distils, r, device) for r in todo]
+        peak = None if not peaks or any(p is None for p in peaks) else max(p for p in peaks if p is not None)
+        out.append(JobEstimate(job, len(job.runs) - len(todo), cached, distill, train, peak))
     return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from benchmark.memory import PeakMemory
 from core.artifacts import ArtifactCache
 from core.datasets import Dataset, load_dataset
 from core.distilled import DistilledSet
@@ -69,12 +70,14 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     if state is not None:
         return DistilledSet.from_state(state), float(state["meta"].get("distill_s", 0.0)), True
     report({"phase": "distilling"})
-    dset = distiller.distill(data, job.ipc, job.seed, ctx)
+    with PeakMemory(device) as peak:
+        dset = distiller.distill(data, job.ipc, job.seed, ctx)
     elapsed = time.perf_counter() - start
     expected = job.ipc * data.num_classes
     if len(dset) != expected:
         raise RuntimeError(f"{job.method} returned {len(dset)} images, expected {expected}")
     dset.meta["distill_s"] = elapsed
+    dset.meta["distill_memory"] = peak.metrics("distill_")  # read back with the set when it is cached
     place_set(job, data, dset, cache, distiller)
     return dset, elapsed, False
 
@@ -103,11 +106,12 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
         report({"phase": phase})
         try:
             protocol, budget = resolve(run.protocol, run.budget)
-            result = evaluate_set(dset.images, dset.labels, data, run.arch, protocol, budget, run.seed,
-                                  device, full_data=bool(dset.meta.get("reference")),
-                                  on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
-                                  cache=cache, ipc=run.ipc)
-            metrics = dataclasses.asdict(result) | {
+            with PeakMemory(device) as peak:
+                result = evaluate_set(dset.images, dset.labels, data, run.arch, protocol, budget, run.seed,
+                                      device, full_data=bool(dset.meta.get("reference")),
+                                      on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
+                                      cache=cache, ipc=run.ipc)
+            metrics = dataclasses.asdict(result) | dset.meta.get("distill_memory", {}) | peak.metrics("eval_") | {
                 "distill_s": distill_s, "distill_cached": cached, "distill_key": dset.meta.get("distill_key"),
                 "images": len(dset), "bytes": dset.nbytes,
                 "device": str(device), "budget_description": budget.description, **quality}

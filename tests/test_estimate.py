@@ -17,9 +17,11 @@ def _runs(methods=("random",), ipcs=(1, 4, 10)):
                                  budget="smoke", seeds=(0,), references=False)).runs
 
 
-def _measured(run, distill_s: float, train_s: float, steps: int, test_s: float = 1.0) -> ResultRow:
+def _measured(run, distill_s: float, train_s: float, steps: int, test_s: float = 1.0,
+              distill_peak: float = 1.0, eval_peak: float = 0.5) -> ResultRow:
     return ResultRow.ok(run, 50.0, {"distill_s": distill_s, "train_s": train_s, "train_steps": steps,
-                                    "test_s": test_s, "images": 10 * run.ipc, "device": "cpu"})
+                                    "test_s": test_s, "images": 10 * run.ipc, "device": "cpu",
+                                    "distill_peak_rss_gib": distill_peak, "eval_peak_rss_gib": eval_peak})
 
 
 def test_student_seconds_are_steps_times_the_cost_per_step_interpolated_in_the_batch():
@@ -36,6 +38,19 @@ def test_student_seconds_are_steps_times_the_cost_per_step_interpolated_in_the_b
     assert model.distill_seconds("random[x=1]", "digits", 4, "cpu") == pytest.approx(4.0)  # same method
     assert model.distill_seconds("herding", "digits", 4, "cpu") is None  # never measured: unknown
     assert model.train_seconds(by_ipc[4], 40, "cuda") is None  # nor on another device
+
+
+def test_a_trials_peak_memory_is_its_distillation_or_its_students_whichever_is_larger():
+    by_ipc = {r.ipc: r for r in _runs()}
+    rows = [_measured(by_ipc[1], 2.0, 10.0, 100, distill_peak=1.5, eval_peak=0.5),
+            _measured(by_ipc[10], 8.0, 40.0, 100, distill_peak=3.0, eval_peak=0.7)]
+    model = CostModel.from_rows(rows)
+    # IPC 4: the smallest measured IPC at or above it is 10 (3.0 GiB); the students' median is 0.6
+    assert model.peak_gib("random", by_ipc[4], "cpu") == pytest.approx(3.0)
+    assert model.peak_gib("random", by_ipc[1], "cpu") == pytest.approx(1.5)
+    assert model.peak_gib(None, by_ipc[4], "cpu") == pytest.approx(0.6)  # set cached: students only
+    assert model.peak_gib("herding", by_ipc[4], "cpu") is None  # never measured: unknown
+    assert model.peak_gib("random", by_ipc[4], "cuda") is None  # GPU memory is another metric
 
 
 def test_done_runs_and_cached_sets_cost_nothing(tmp_path):
@@ -59,6 +74,7 @@ def test_the_command_reports_without_running_anything(bench_env, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "1 of 3 runs to do (2 in the store, 0 sets cached)" in out and "unknown" not in out
+    assert "the largest trial peaks at about 1.0 GiB (resident memory)" in out
     with ResultStore(store) as s:
         assert len(s.rows()) == 2  # nothing ran
     assert main(["plan", "--methods", "nosuch", "--datasets", "digits"]) == 2

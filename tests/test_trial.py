@@ -32,7 +32,10 @@ def test_protocol_end_to_end(protocol, tmp_path):
             assert m["test_acc_last"] == r["test_acc"]
         if protocol == "softlabel":
             assert m["teacher_test_acc"] is not None
+        # the trial's process memory is measured while its students train (and while it distils)
+        assert 0.1 < m["eval_peak_rss_gib"] < 24 and 0 < m["eval_peak_anon_gib"] <= m["eval_peak_rss_gib"]
         if r["method"] == "random":
+            assert 0.1 < m["distill_peak_rss_gib"] < 24
             assert 0 <= m["recognizability"] <= 100 and 0 <= m["coverage"] <= 100
             assert m["fd_teacher"] >= 0 and m["diversity"] is not None and m["quality_teacher_acc"] > 0
         else:
