@@ -44,19 +44,34 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def check_address(address: str) -> None:
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray process on 127.0.0.1
+
+
+def cluster_address(given: str | None) -> tuple[str | None, str]:
+    """The cluster to join and where that came from: ``--address``, else Ray's own RAY_ADDRESS
+    (whoever set it meant that cluster), else None (start an embedded one)."""
+    if given:
+        return given, "--address"
+    return os.environ.get("RAY_ADDRESS") or None, "RAY_ADDRESS"
+
+
+def _host(address: str) -> str:
+    return address.split("://", 1)[-1].rpartition(":")[0].strip("[]")
+
+
+def check_address(address: str, origin: str = "--address") -> None:
     """Fail fast, in one line, when a Ray cluster address cannot be reached."""
     if address == "auto":
         return
-    target = address.split("://", 1)[-1]
-    host, _, port = target.rpartition(":")
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():
-        raise BenchError(f"--address must be host:port, ray://host:port or auto, got '{address}'")
+        raise BenchError(f"{origin} must be host:port, ray://host:port or auto, got '{address}'")
+    unset = "; unset RAY_ADDRESS to start a cluster of this machine" if origin == "RAY_ADDRESS" else ""
     try:
-        with socket.create_connection((host, int(port)), timeout=3):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
             pass
     except OSError as exc:
-        raise BenchError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+        raise BenchError(f"cannot reach the Ray cluster at {address} ({origin}): {exc.strerror or exc}{unset}") from None
 
 
 def _init_ray(address: str | None) -> bool:
@@ -69,14 +84,34 @@ def _init_ray(address: str | None) -> bool:
              "configure_logging": True}
     if address:
         check_address(address)
+        if _host(address) in ("localhost", "127.0.0.1", "::1"):
+            # A cluster on loopback: this driver must join it as 127.0.0.1 too. Ray would otherwise
+            # take the machine's interface address for itself and wait for a node that never answers.
+            os.environ[LOOPBACK_ENV] = "0"
+            loopback_only()
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as exc:
             raise BenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
         return True
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    loopback_only()
     ray.init(num_cpus=os.cpu_count(), **quiet)
     return True
+
+
+def loopback_only() -> None:
+    """Keep the embedded cluster on 127.0.0.1 unless the user asked otherwise.
+
+    Ray decides between loopback and the machine's interface address from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, which its driver reads once, when ``ray`` is first
+    imported, and every process it starts reads again. Setting the variable is therefore not
+    enough when something imported Ray earlier: the driver's copy of the flag is set too.
+    """
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+    if os.environ[LOOPBACK_ENV] == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 class _StoreCallback:
@@ -179,6 +214,7 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     resources = {"cpu": options.cpus_per_trial, "gpu": gpus}
     try:
+        check_fits(ray.nodes(), options.cpus_per_trial, gpus)
         with GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
             trainable = tune.with_resources(
@@ -203,6 +239,18 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
             ray.shutdown()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:
+    """Refuse, before anything waits, a trial that no live node of the cluster can hold (Tune
+    would wait for it forever)."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        return
+    largest = max(alive, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    raise BenchError(f"no node of the Ray cluster can hold a trial of {cpus:g} CPUs and {gpus:g} GPUs (the largest "
+                     f"has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs); lower --cpus-per-trial "
+                     "or --gpus-per-trial")
 
 
 def _trainable():

@@ -1,0 +1,91 @@
+"""Safe by default, checked the way an attacker would look: the sockets the Ray processes of a
+real `bench run` listen on, with Ray imported before the harness could configure it."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _parents() -> dict[int, int]:
+    out = {}
+    for stat in PROC.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = int(fields[1])
+    return out
+
+
+def _descendants(root: int) -> set[int]:
+    parents, found, grew = _parents(), {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in (PROC / str(pid) / "fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _listening() -> dict[str, str]:
+    """inode -> local address of every listening TCP socket (IPv4 and IPv6) of the machine."""
+    out = {}
+    for name in ("tcp", "tcp6"):
+        for line in (PROC / "net" / name).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            raw = fields[1].split(":")[0]
+            packed = bytes.fromhex(raw)
+            # /proc prints the address as native-endian 32-bit words
+            words = b"".join(packed[i:i + 4][::-1] for i in range(0, len(packed), 4))
+            out[fields[9]] = str(ipaddress.ip_address(words))
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def test_every_socket_of_the_embedded_cluster_is_on_loopback(bench_env, tmp_path):
+    """A method module imports Ray before `bench` configures it (Ray reads its loopback switch at
+    import), and the environment does not set the switch: still nothing listens beyond 127.0.0.1."""
+    (tmp_path / "imports_ray_first.py").write_text("import ray  # noqa: F401\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env |= {"BENCH_METHOD_MODULES": "imports_ray_first", "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "run", "--methods", "random", "--datasets", "digits",
+                            "--ipc", "1", "--archs", "convnet3", "--seeds", "1", "--budget", "smoke",
+                            "--no-references"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + 240
+    while run.poll() is None and time.monotonic() < deadline:
+        listening = _listening()
+        for pid in _descendants(run.pid):
+            for inode in _socket_inodes(pid) & listening.keys():
+                seen[f"{pid}:{inode}"] = listening[inode]
+        time.sleep(0.2)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err[-3000:]
+    assert len(seen) >= 3  # the GCS, the raylet and the workers were caught listening
+    beyond = sorted(address for address in seen.values() if not _is_loopback(address))
+    assert not beyond, f"Ray listened on {beyond}"
