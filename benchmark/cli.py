@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import BenchError
-from core.spec import parse_named_list, parse_positive_ints
+from core.spec import parse_named_list, parse_positive_ints, split_top_level
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 1
@@ -138,20 +138,31 @@ def _cache(args: argparse.Namespace):
     return ArtifactCache(args.cache or default_cache_root())
 
 
+def _listed(value: str | None, flag: str, parse, default: tuple) -> tuple:
+    """The parsed comma list of ``flag``, or ``default`` when the flag is absent; an empty list is
+    refused (``--methods ''`` must not quietly mean the whole default grid)."""
+    if value is None:
+        return default
+    if not value.replace(",", " ").strip():
+        raise BenchError(f"{flag} is empty; give at least one value, or leave {flag} out for the default")
+    return tuple(parse(value))
+
+
 def _request(args: argparse.Namespace):
     """The grid a `bench run` (or `bench plan`) command line asks for."""
     from benchmark.plan import DEFAULT_GRID, GridRequest
+    from core.datasets import canonical_dataset
 
     d = DEFAULT_GRID
     return GridRequest(
-        methods=tuple(s.canonical() for s in parse_named_list(args.methods)) if args.methods else d.methods,
-        datasets=tuple(s.canonical() if s.name != "imagefolder" else s.name for s in parse_named_list(args.datasets))
-        if args.datasets else d.datasets,
-        ipcs=tuple(parse_positive_ints(args.ipc, "--ipc")) if args.ipc else d.ipcs,
-        archs=tuple(s.name for s in parse_named_list(args.archs)) if args.archs else d.archs,
+        methods=_listed(args.methods, "--methods", lambda v: (s.canonical() for s in parse_named_list(v)), d.methods),
+        datasets=_listed(args.datasets, "--datasets", lambda v: (canonical_dataset(t) for t in split_top_level(v)),
+                         d.datasets),
+        ipcs=_listed(args.ipc, "--ipc", lambda v: parse_positive_ints(v, "--ipc"), d.ipcs),
+        archs=_listed(args.archs, "--archs", lambda v: (s.name for s in parse_named_list(v)), d.archs),
         protocol=args.protocol or d.protocol,
         budget=args.budget or d.budget,
-        seeds=_seeds(args.seeds) if args.seeds else None,
+        seeds=_seeds(args.seeds) if args.seeds is not None else None,
         references=not args.no_references,
     )
 
@@ -174,28 +185,31 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
 
     from benchmark.leaderboard import build_leaderboards, render_rich, render_rich_details
     from benchmark.plan import plan_runs
-    from benchmark.runner import RunnerOptions, check_address, run_grid
+    from rich.markup import escape
+
+    from benchmark.runner import RunnerOptions, check_address, cluster_address, run_grid
 
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise BenchError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
     store, cache = _store(args), _cache(args)
-    if args.address:
-        check_address(args.address)
+    address, origin = cluster_address(args.address)
+    if address:
+        check_address(address, origin)
     plan = plan_runs(req)
     if before_run is not None:
         before_run(plan, cache)
     console = Console(soft_wrap=True)
-    console.print(f"[bold]bench run[/]: {len(plan.runs)} runs "
+    console.print(f"[bold]bench run[/]: {len(plan.runs)} runs " + escape(
                   f"({', '.join(req.methods)} on {', '.join(req.datasets)}, IPC {','.join(map(str, req.ipcs))}, "
-                  f"{', '.join(req.archs)}, {req.protocol}/{req.budget}, seeds {','.join(str(s) for s in sorted({r.seed for r in plan.runs}))})")
+                  f"{', '.join(req.archs)}, {req.protocol}/{req.budget}, seeds {','.join(str(s) for s in sorted({r.seed for r in plan.runs}))})"))
     summary = run_grid(plan.runs, store, RunnerOptions(
-        cache_root=str(cache.root), address=args.address, cpus_per_trial=args.cpus_per_trial,
+        cache_root=str(cache.root), address=address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, fresh=args.fresh))
     if summary.skipped == summary.total:
-        console.print(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun")
+        console.print(escape(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun"))
     else:
-        console.print(f"{summary.ok} runs done, {summary.skipped} already in the store, "
-                      f"{len(summary.failed)} failed, in {summary.seconds:.0f} s (store: {store.path})")
+        console.print(escape(f"{summary.ok} runs done, {summary.skipped} already in the store, "
+                             f"{len(summary.failed)} failed, in {summary.seconds:.0f} s (store: {store.path})"))
     if not args.no_leaderboard:
         wanted = {r.run_hash for r in plan.runs}
         rows = [r for r in store.rows() if r.run_hash in wanted]
@@ -205,7 +219,7 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     if summary.failed:
         console.print(f"[red]{len(summary.failed)} runs failed[/] (details: bench results --errors):")
         for line in summary.failed:
-            console.print(f"  {line}")
+            console.print("  " + escape(line))
         return EXIT_RUNS_FAILED
     return 0
 
@@ -216,9 +230,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from benchmark.plan import GridRequest
     from benchmark.trial import place_set
     from methods import resolve_method
-    from core.datasets import load_dataset
+    from core.datasets import canonical_dataset, load_dataset
     from core.runs import group_jobs
 
+    args.dataset = canonical_dataset(args.dataset)
     data = load_dataset(args.dataset)
     dset, ipc = load_external(args.data, data)
     name = args.name or Path(args.data).expanduser().resolve().name.split(".")[0]
@@ -227,9 +242,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     spec = f"external[name={name},sha256={content_hash(dset)}]"
     label = resolve_method(spec).label
     req = GridRequest(methods=(spec,), datasets=(args.dataset,), ipcs=(ipc,),
-                      archs=tuple(a.strip() for a in args.archs.split(",") if a.strip()),
+                      archs=_listed(args.archs, "--archs", lambda v: (s.name for s in parse_named_list(v)), ()),
                       protocol=args.protocol, budget=args.budget,
-                      seeds=_seeds(args.seeds) if args.seeds else None, references=not args.no_references)
+                      seeds=_seeds(args.seeds) if args.seeds is not None else None, references=not args.no_references)
 
     def place_in_cache(plan, cache) -> None:
         for job in group_jobs(plan.runs):
@@ -332,8 +347,24 @@ COMMANDS = {"run": cmd_run, "plan": cmd_plan, "eval": cmd_eval, "list": cmd_list
             "export": cmd_export, "pretrain": cmd_pretrain, "show": cmd_show}
 
 
+# Settings that name a directory, read again by every trial in its own working directory (Ray
+# Tune moves a trial into its log folder), so a relative one is made absolute here, once.
+PATH_SETTINGS = ("BENCH_CACHE", "BENCH_STORE", "BENCH_FASHION_MNIST_DIR", "BENCH_IMAGEWOOF_ROOT",
+                 "BENCH_IMAGENETTE_ROOT", "BENCH_IMAGEIDC_ROOT")
+# Settings that name a local checkpoint directory or a hub id: absolute when such a path exists.
+MODEL_SETTINGS = ("BENCH_SD15", "BENCH_DIT_XL_2_256", "BENCH_SD_VAE_FT_MSE")
+
+
+def absolute_settings() -> None:
+    for name in PATH_SETTINGS + MODEL_SETTINGS:
+        value = os.environ.get(name)
+        if value and (name in PATH_SETTINGS or Path(value).expanduser().exists()):
+            os.environ[name] = str(Path(value).expanduser().resolve())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    absolute_settings()
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

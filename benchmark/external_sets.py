@@ -20,8 +20,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 def _from_pt(path: Path) -> DistilledSet:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BenchError(f"{path}: not a readable tensor file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, the answer is one line
+        first = (str(exc).splitlines() or ["empty or truncated file"])[0]
+        raise BenchError(f"{path}: not a readable tensor file ({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict) or "images" not in state or "labels" not in state:
         raise BenchError(f"{path}: expected a dict with 'images' and 'labels' tensors")
     images, labels = state["images"], state["labels"]
@@ -31,6 +32,8 @@ def _from_pt(path: Path) -> DistilledSet:
         raise BenchError(f"{path}: images must be N x C x H x W, got shape {tuple(images.shape)}")
     if labels.dtype.is_floating_point:
         raise BenchError(f"{path}: labels must be integer class indices")
+    if labels.numel() != images.shape[0]:
+        raise BenchError(f"{path}: {images.shape[0]} images but {labels.numel()} labels; give one label per image")
     if state.get("soft_labels") is not None:
         raise BenchError(f"{path}: holds 'soft_labels', which no protocol of this harness trains on; save hard "
                          "'labels' only (the softlabel protocol relabels every set with its own teacher)")
@@ -53,8 +56,11 @@ def _from_folder(root: Path, data: Dataset) -> DistilledSet:
         label = _class_index(folder.name, data)
         for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
             mode = "L" if data.channels == 1 else "RGB"
-            with Image.open(file) as img:
-                arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            try:
+                with Image.open(file) as img:
+                    arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise BenchError(f"{file}: cannot read the image ({exc}); remove or replace the file") from None
             if arr.shape[:2] != (data.image_size, data.image_size):
                 raise BenchError(f"{file}: {arr.shape[1]}x{arr.shape[0]} pixels, {data.name} needs "
                                  f"{data.image_size}x{data.image_size}")

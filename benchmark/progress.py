@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
@@ -29,7 +30,7 @@ class GridProgress:
         self._progress.stop()
 
     def status(self, trial_id: str, label: str, phase: str) -> None:
-        text = f"  [dim]{label}[/]: {phase}"
+        text = f"  [dim]{escape(label)}[/]: {escape(phase)}"  # specs hold [...]: not markup
         if trial_id not in self._trials:
             self._trials[trial_id] = self._progress.add_task(text, total=None)
         else:

@@ -77,6 +77,9 @@ class ResultStore:
 
     def _unwritable(self, exc: BaseException) -> BenchError:
         reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).replace("\n", " ")
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return BenchError(f"the result store {self.path} is corrupt ({reason}); restore it from a copy, or move "
+                              "it aside to start a new store (its runs would then be done again)")
         return BenchError(
             f"cannot write the result store at {self.root}: {reason}; "
             "set BENCH_STORE or --store to a writable directory"
@@ -88,6 +91,10 @@ class ResultStore:
         # WAL lets a reader in another process see committed rows while the driver keeps writing.
         conn.execute("PRAGMA journal_mode = WAL").fetchone()
         conn.execute("PRAGMA synchronous = NORMAL")
+        # Damage anywhere in the file is found now, in one line, not as a traceback in the middle of a grid.
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {verdict}")
         with conn:
             conn.executescript(_SCHEMA)
             found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]

@@ -6,6 +6,7 @@ loader's signature); this is the one conversion from the strings a user typed to
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -42,12 +43,32 @@ def convert(text: str, kind: Any, what: str) -> Any:
         if kind in (int, "int"):
             return int(text)
         if kind in (float, "float"):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise BenchError(f"{what} must be a finite number, got '{text}'")
+            return value
         return text
     except ValueError:
         type_name = getattr(kind, "__name__", str(kind))
         hint = " (1 or 0)" if type_name == "bool" else ""
         raise BenchError(f"{what} must be {type_name}{hint}, got '{text}'") from None
+
+
+def normal_text(value: Any) -> str:
+    """How a typed option value is written in a row name, one way per value: ``1_000``, ``01000``
+    and ``1000`` are one name and one run hash; so are ``4`` and ``4.0`` for a float option."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    return str(value)
+
+
+def check_not_negative(values: dict[str, Any], what: str) -> None:
+    """Numeric options count steps, sizes, weights, rates and scales: none may be negative."""
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise BenchError(f"option '{key}' of {what} must not be negative, got {normal_text(value)}")
 
 
 def option_names(options_type: type) -> list[str]:
@@ -66,6 +87,7 @@ def parse_options(owner: str, options_type: type, raw: dict[str, str], kind: str
         valid = ", ".join(sorted(fields)) or "none"
         raise BenchError(f"{kind} '{owner}' has no option '{unknown[0]}' (its options: {valid})")
     values = {k: convert(v, fields[k].type, f"option '{k}' of {kind} '{owner}'") for k, v in raw.items()}
+    check_not_negative(values, f"{kind} '{owner}'")
     try:
         return options_type(**values)
     except ValueError as exc:

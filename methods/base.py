@@ -13,7 +13,7 @@ from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset
 from core.distilled import DistilledSet
 from core.errors import BenchError
-from core.options import parse_options
+from core.options import normal_text, parse_options
 from core.spec import NamedSpec
 from core.teachers import Teacher, TeacherRecipe, TeacherSource
 
@@ -87,8 +87,14 @@ class Distiller(ABC):
         return cls(parse_options(cls.name, cls.Options, raw), plugins)
 
     def label(self, spec: NamedSpec) -> str:
-        """The row name of this method written as ``spec``: the canonical spec."""
-        return spec.canonical()
+        """The row name of this method written as ``spec``: the canonical spec, each value written
+        in its one normal form (see `normal_text`), so equal requests share one run hash."""
+        owners = [self.options, *(plugin.options for plugin in self.plugins)]
+        values = {}
+        for key, raw in spec.options.items():
+            owner = next((o for o in owners if any(f.name == key for f in dataclasses.fields(o))), None)
+            values[key] = raw if owner is None else normal_text(getattr(owner, key))
+        return NamedSpec(spec.name, values).canonical()
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the distilled set besides data, IPC and seed."""

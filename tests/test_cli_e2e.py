@@ -31,6 +31,7 @@ def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
     store, _ = bench_env
     first = bench("run", "--methods", "random,herding[teacher_steps=100]", *GRID)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "herding[teacher_steps=100]" in first.stdout  # a spec is echoed as typed, not read as markup
     rows = results(store)
     assert len(rows) == 10  # the full reference is added automatically, once per seed
     assert {(r["method"], r["ipc"], r["seed"]) for r in rows} == {

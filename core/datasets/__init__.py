@@ -5,14 +5,15 @@ from __future__ import annotations
 import inspect
 import re
 import typing
+from pathlib import Path
 
 from core.datasets import cifar10, digits, fashion_mnist, imagefolder  # noqa: F401  (they register)
 from core.datasets.base import DATASETS, Dataset, Split
 from core.errors import BenchError
-from core.options import base_type, convert
-from core.spec import parse_named
+from core.options import base_type, convert, normal_text
+from core.spec import NamedSpec, parse_named
 
-__all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "dataset_names", "clear_cache"]
+__all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "canonical_dataset", "dataset_names", "clear_cache"]
 
 _IMAGEFOLDER_PREFIX = "imagefolder:"
 # The path may hold characters parse_named refuses (spaces, ~); only a trailing [...] is options.
@@ -72,6 +73,25 @@ def _options(dataset: str, loader: typing.Callable[..., Dataset], raw: dict[str,
     for key, value in raw.items():
         converted[key] = _convert(dataset, key, value, hints.get(key, str))
     return converted
+
+
+PATH_OPTIONS = frozenset({"root", "classes"})  # options that name a file or directory
+
+
+def canonical_dataset(spec: str) -> str:
+    """``spec`` as a row names it: options typed and written one way each (``size=0256`` is
+    ``size=256``), sorted, and paths made absolute, because a trial runs in another working
+    directory. Refuses what `load_dataset` would refuse about the options, in one line."""
+    name, raw = _split_spec(spec)
+    loader = DATASETS.get(name)
+    options = _options(name, loader, raw)
+    written = {k: str(Path(str(v)).expanduser().resolve()) if k in PATH_OPTIONS else normal_text(v)
+               for k, v in sorted(options.items())}
+    if name == "imagefolder" and "root" in written:
+        root = written.pop("root")
+        rest = ",".join(f"{k}={v}" for k, v in written.items())
+        return f"{_IMAGEFOLDER_PREFIX}{root}" + (f"[{rest}]" if rest else "")
+    return NamedSpec(name, written).canonical()
 
 
 def load_dataset(spec: str) -> Dataset:

@@ -71,7 +71,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
         img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left = int(round((new_w - size) / 2.0))
     top = int(round((new_h - size) / 2.0))
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8)  # writable: torch takes it
 
 
 def _image_files(folder: Path) -> list[Path]:
