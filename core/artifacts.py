@@ -1,8 +1,11 @@
-"""Content-addressed cache of distilled sets and trained models: ``<root>/<kind>/<key>.pt`` plus a checksum sidecar,
-and of large arrays (hook latents) as ``<key>.npy`` files that are memory-mapped, never read whole.
+"""Content-addressed cache of distilled sets and trained models: ``<root>/<kind>/<key>.safetensors``
+plus a checksum sidecar, and of large arrays (hook latents, decoded images) as ``<key>.npy`` files
+that are memory-mapped, never read whole.
 
-Files are written atomically and verified on every read; a file that fails verification is
-deleted and rebuilt, never returned.
+Nothing read from the cache is unpickled: records are safetensors with their structure as JSON
+(`core.tensorfile`), arrays are loaded with ``allow_pickle=False``. Files are written atomically
+with the permissions the user's umask gives (a group can share a cache) and verified on every
+read; a file that fails verification is deleted and rebuilt, never returned.
 """
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from core import tensorfile
 from core.errors import BenchError
-from core.files import fsync_dir, write_atomic
+from core.files import FILE_MODE, fsync_dir, write_atomic
 
 try:  # POSIX advisory locks; without them concurrent writers are still atomic per file.
     import fcntl
@@ -32,6 +35,7 @@ except ImportError:  # pragma: no cover - not Linux
 log = logging.getLogger("core.artifacts")
 
 KEY_LENGTH = 20
+RECORD = ".safetensors"
 # kind and key become path parts: refuse separators, "..", and hidden names.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 
@@ -69,7 +73,7 @@ def _sha256_file(path: Path) -> str:
 
 
 class ArtifactCache:
-    """Pickled objects (tensors, dicts of tensors, state dicts) stored by kind and content key."""
+    """Records (dicts of tensors, state dicts and JSON values) and arrays stored by kind and content key."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
@@ -85,8 +89,8 @@ class ArtifactCache:
                 "set BENCH_CACHE or --cache to a writable directory"
             ) from None
 
-    def path(self, kind: str, key: str, suffix: str = ".pt") -> Path:
-        """Where the object (``.pt``) or array (``.npy``) of this kind and key lives (whether or not it exists)."""
+    def path(self, kind: str, key: str, suffix: str = RECORD) -> Path:
+        """Where the record (``.safetensors``) or array (``.npy``) of this kind and key lives (whether or not it exists)."""
         for what, name in (("kind", kind), ("key", key)):
             if not _NAME.match(name):
                 raise ValueError(f"invalid artifact {what} {name!r}: use letters, digits, _ . = + -")
@@ -146,8 +150,7 @@ class ArtifactCache:
 
     def load(self, kind: str, key: str) -> Any | None:
         """The verified object (tensors on CPU), or None if absent or corrupted (then deleted)."""
-        # Safe to unpickle: the checksum proves this is the file this cache wrote.
-        return self._load(kind, key, ".pt", lambda path: torch.load(path, map_location="cpu", weights_only=False))
+        return self._load(kind, key, RECORD, tensorfile.read)
 
     def load_array(self, kind: str, key: str) -> np.ndarray | None:
         """The verified array, memory-mapped copy-on-write (the file is never changed and pages are
@@ -176,11 +179,7 @@ class ArtifactCache:
     def save(self, kind: str, key: str, obj: Any, meta: dict | None = None) -> Path:
         """Store ``obj`` atomically with a sha256 sidecar; returns the data file's path."""
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                torch.save(obj, f)
-
-        return self._write(kind, key, ".pt", write, meta)
+        return self._write(kind, key, RECORD, lambda tmp: tensorfile.write(tmp, obj), meta)
 
     def write_array(self, kind: str, key: str, shape: tuple[int, ...], dtype: np.dtype | type,
                     fill: Callable[[np.ndarray], None], meta: dict | None = None) -> Path:
@@ -203,6 +202,7 @@ class ArtifactCache:
         tmp = Path(tmp_name)
         try:
             write(tmp)
+            os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; the cache follows the umask like any file
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             record = {

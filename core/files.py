@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# What a plain open() would create: mkstemp's 0600 would keep a shared cache or store from the group.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def write_atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through a temporary file in the same directory, fsync it, then rename it over ``target``."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -17,6 +27,7 @@ def write_atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -25,7 +25,7 @@ def test_roundtrip_dict_of_tensors(tmp_path: Path) -> None:
     cache = ArtifactCache(tmp_path / "cache")
     obj = sample()
     path = cache.save("distilled", "abc", obj, meta={"method": "random"})
-    assert path == tmp_path / "cache" / "distilled" / "abc.pt" == cache.path("distilled", "abc")
+    assert path == tmp_path / "cache" / "distilled" / "abc.safetensors" == cache.path("distilled", "abc")
     got = cache.load("distilled", "abc")
     assert torch.equal(got["images"], obj["images"]) and torch.equal(got["labels"], obj["labels"])
     assert got["ipc"] == 1
@@ -35,7 +35,7 @@ def test_roundtrip_dict_of_tensors(tmp_path: Path) -> None:
     assert len(meta["sha256"]) == 64 and meta["created_at"] > 0
     # no temp files left behind
     assert sorted(p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")) == [
-        "abc.json", "abc.pt"]
+        "abc.json", "abc.safetensors"]
 
 
 def test_absent_is_none(tmp_path: Path) -> None:
@@ -236,3 +236,69 @@ def test_truncated_array_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert cache.load_array("hook-latents", "t") is None
     assert "sha256 does not match" in caplog.text and not path.exists()
+
+
+def test_a_record_round_trips_through_safetensors_and_json(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+    shared = torch.randn(3, 2)  # tied weights: two names, one tensor
+    record = {"state_dict": {"a.weight": shared, "b.weight": shared, "steps": torch.tensor(7)},
+              "images": torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8), "empty": torch.zeros(0, 4),
+              "config": {"block_out_channels": (8, 16), "name": "x", "scale": 0.18215, "flag": True, "none": None},
+              "curve": [1.5, float("nan"), 3], "nested": [{"t": torch.arange(3)}]}
+    cache.save("backbone", "r", record)
+    got = cache.load("backbone", "r")
+    assert torch.equal(got["state_dict"]["a.weight"], shared) and torch.equal(got["state_dict"]["b.weight"], shared)
+    assert got["images"].dtype == torch.uint8 and torch.equal(got["images"], record["images"])
+    assert got["empty"].shape == (0, 4) and torch.equal(got["nested"][0]["t"], torch.arange(3))
+    assert got["config"] == record["config"] and isinstance(got["config"]["block_out_channels"], tuple)
+    assert got["curve"][0] == 1.5 and got["curve"][1] != got["curve"][1] and got["curve"][2] == 3
+
+
+def test_a_planted_pickle_with_a_matching_checksum_never_runs(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """What an attacker with write access to a shared cache would plant: a pickle whose loading
+    runs code, and a sidecar with its checksum. The cache never unpickles; the file is rebuilt."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    cache = ArtifactCache(tmp_path / "cache")
+    path = cache.save("teacher", "t", {"w": torch.ones(3)})
+    torch.save({"state_dict": Payload()}, path)
+    sidecar = path.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load("teacher", "t") is None
+    assert not marker.exists() and "cannot be read" in caplog.text and not path.exists()
+
+
+def test_a_foreign_safetensors_file_is_not_taken_for_an_artifact(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    cache = ArtifactCache(tmp_path)
+    path = cache.save("teacher", "t", {"w": torch.ones(3)})
+    save_file({"w": torch.zeros(3)}, str(path))  # valid safetensors, but not written by the cache
+    sidecar = path.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps(record))
+    assert cache.load("teacher", "t") is None
+
+
+def test_files_get_the_permissions_of_the_users_umask(tmp_path: Path) -> None:
+    import os
+
+    from core.files import FILE_MODE
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert FILE_MODE == 0o666 & ~mask  # not mkstemp's 0600: a group can share the cache
+    cache = ArtifactCache(tmp_path)
+    data = cache.save("teacher", "t", {"w": torch.ones(3)})
+    array = cache.write_array("hook-latents", "a", (2,), "float32", lambda out: None)
+    for path in (data, data.with_suffix(".json"), array):
+        assert path.stat().st_mode & 0o777 == FILE_MODE

@@ -143,8 +143,8 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
     configs = [r["config"]["method_config"] for r in rows]
     assert all(c["preset"] == "small" and c["options"]["steps"] == 50 for c in configs)  # resolved presets
     assert (cache / "backbone").is_dir() and (cache / "finetuned-denoiser").is_dir()  # trained once, cached
-    assert len(list((cache / "evlf-fusion").glob("*.pt"))) == 1  # one module serves every variant
-    assert len(list((cache / "backbone").glob("*.pt"))) == 1
+    assert len(list((cache / "evlf-fusion").glob("*.safetensors"))) == 1  # one module serves every variant
+    assert len(list((cache / "backbone").glob("*.safetensors"))) == 1
     export = bench("export", "--method", "mgd3[recipe=smoke]", "--dataset", "digits", "--ipc", "2",
                    "--out", str(tmp_path / "export"))
     assert export.returncode == 0, export.stderr
