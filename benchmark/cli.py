@@ -208,8 +208,9 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     if summary.skipped == summary.total:
         console.print(escape(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun"))
     else:
+        retried = f", {summary.retried} trials retried after their worker died" if summary.retried else ""
         console.print(escape(f"{summary.ok} runs done, {summary.skipped} already in the store, "
-                             f"{len(summary.failed)} failed, in {summary.seconds:.0f} s (store: {store.path})"))
+                             f"{len(summary.failed)} failed{retried}, in {summary.seconds:.0f} s (store: {store.path})"))
     if not args.no_leaderboard:
         wanted = {r.run_hash for r in plan.runs}
         rows = [r for r in store.rows() if r.run_hash in wanted]

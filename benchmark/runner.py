@@ -42,6 +42,13 @@ class RunSummary:
     ok: int = 0
     failed: list[str] = field(default_factory=list)  # labels of failed runs
     seconds: float = 0.0
+    retried: int = 0  # trials restarted after their worker died
+
+
+# A trial whose worker process dies (killed, out of memory, its node lost) is started again this
+# many times; a method that raises is not retried (the trial records the error rows itself).
+# Rows are keyed by run hash, so a retried trial never leaves a duplicate.
+TRIAL_RETRIES = 2
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray process on 127.0.0.1
@@ -147,6 +154,10 @@ class _StoreCallback:
             def on_trial_complete(self, iteration, trials, trial, **info):
                 self.progress.trial_done(trial.trial_id)
 
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                self.summary.retried += 1
+                self.progress.status(trial.trial_id, self._job(trial).label(), "worker lost; starting it again")
+
             def on_trial_error(self, iteration, trials, trial, **info):
                 # the worker died outside our own error handling: record every unreported run
                 done = self.reported.get(trial.trial_id, set())
@@ -229,7 +240,7 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
                     tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
                     run_config=tune.RunConfig(
                         name="bench", storage_path=tune_dir, verbose=0,
-                        failure_config=tune.FailureConfig(max_failures=0),
+                        failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
                         callbacks=[_StoreCallback(store, jobs, progress, summary)],
                     ),
                 )

@@ -36,6 +36,7 @@ log = logging.getLogger("core.artifacts")
 
 KEY_LENGTH = 20
 RECORD = ".safetensors"
+LEGACY = ".pt"  # records of harness versions before safetensors: ignored, removed when rebuilt
 # kind and key become path parts: refuse separators, "..", and hidden names.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 
@@ -132,6 +133,8 @@ class ArtifactCache:
             return None, None
         if not sidecar.exists():
             return None, "its checksum sidecar is missing"
+        if not data.exists() and self.path(kind, key, LEGACY).exists():
+            return None, None  # an older harness's pickled file: absent in this format, never read
         if not data.exists():
             return None, "the data file is missing but its sidecar is present"
         record = self.meta(kind, key)
@@ -178,7 +181,6 @@ class ArtifactCache:
 
     def save(self, kind: str, key: str, obj: Any, meta: dict | None = None) -> Path:
         """Store ``obj`` atomically with a sha256 sidecar; returns the data file's path."""
-
         return self._write(kind, key, RECORD, lambda tmp: tensorfile.write(tmp, obj), meta)
 
     def write_array(self, kind: str, key: str, shape: tuple[int, ...], dtype: np.dtype | type,
@@ -214,6 +216,8 @@ class ArtifactCache:
             payload = json.dumps(record, sort_keys=True, indent=1, default=json_default).encode()
             with self._locked(kind, key, exclusive=True):
                 os.replace(tmp, data)
+                with contextlib.suppress(FileNotFoundError):
+                    self.path(kind, key, LEGACY).unlink()
                 # A crash here leaves new data with an old sidecar: detected as corrupted, rebuilt.
                 write_atomic(sidecar, lambda f: f.write(payload))
             fsync_dir(data.parent)

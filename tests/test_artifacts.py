@@ -302,3 +302,17 @@ def test_files_get_the_permissions_of_the_users_umask(tmp_path: Path) -> None:
     array = cache.write_array("hook-latents", "a", (2,), "float32", lambda out: None)
     for path in (data, data.with_suffix(".json"), array):
         assert path.stat().st_mode & 0o777 == FILE_MODE
+
+
+def test_an_older_harness_pickled_record_is_ignored_quietly_and_replaced(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    cache = ArtifactCache(tmp_path)
+    legacy = cache.path("teacher", "t", ".pt")
+    legacy.parent.mkdir(parents=True)
+    torch.save({"w": torch.ones(3)}, legacy)
+    legacy.with_suffix(".json").write_text(json.dumps({"sha256": hashlib.sha256(legacy.read_bytes()).hexdigest()}))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert cache.load("teacher", "t") is None  # absent in this format: never unpickled
+    assert caplog.text == "" and legacy.exists()
+    cache.save("teacher", "t", {"w": torch.zeros(3)})
+    assert not legacy.exists() and torch.equal(cache.load("teacher", "t")["w"], torch.zeros(3))

@@ -7,41 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-PROC = Path("/proc")
-
-
-def _parents() -> dict[int, int]:
-    out = {}
-    for stat in PROC.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(stat.parent.name)] = int(fields[1])
-    return out
-
-
-def _descendants(root: int) -> set[int]:
-    parents, found, grew = _parents(), {root}, True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in found} - found
-        found |= more
-        grew = bool(more)
-    return found
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    try:
-        for fd in (PROC / str(pid) / "fd").iterdir():
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        pass
-    return inodes
+from procs import PROC, descendants, socket_inodes
 
 
 def _listening() -> dict[str, str]:
@@ -80,8 +47,8 @@ def test_every_socket_of_the_embedded_cluster_is_on_loopback(bench_env, tmp_path
     deadline = time.monotonic() + 240
     while run.poll() is None and time.monotonic() < deadline:
         listening = _listening()
-        for pid in _descendants(run.pid):
-            for inode in _socket_inodes(pid) & listening.keys():
+        for pid in descendants(run.pid):
+            for inode in socket_inodes(pid) & listening.keys():
                 seen[f"{pid}:{inode}"] = listening[inode]
         time.sleep(0.2)
     out, err = run.communicate(timeout=60)
