@@ -88,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--no-samples", action="store_true", help="do not write sample-image grids")
     _add_paths(lb)
 
-    ev = sub.add_parser("eval", help="score a distilled set made elsewhere (.pt file or image folders)")
-    ev.add_argument("--data", required=True, help="a .pt file (images, labels) or a folder of class folders")
+    ev = sub.add_parser("eval", help="score a distilled set made elsewhere (.safetensors file or image folders)")
+    ev.add_argument("--data", required=True,
+                    help="a .safetensors file (images, labels; what export writes) or a folder of class folders")
+    ev.add_argument("--trust-pickle", action="store_true",
+                    help="also read a .pt file (a pickle) with PyTorch's restricted loader")
     ev.add_argument("--dataset", default="fashion-mnist")
     ev.add_argument("--name", help="row name (default: the file or folder name)")
     ev.add_argument("--protocol", default="dc")
@@ -104,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-leaderboard", action="store_true")
     _add_paths(ev)
 
-    ex = sub.add_parser("export", help="write a distilled set as .pt and a PNG grid")
+    ex = sub.add_parser("export", help="write a distilled set as .safetensors and a PNG grid")
     ex.add_argument("--method", required=True)
     ex.add_argument("--dataset", default="fashion-mnist")
     ex.add_argument("--ipc", required=True)
@@ -236,7 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     args.dataset = canonical_dataset(args.dataset)
     data = load_dataset(args.dataset)
-    dset, ipc = load_external(args.data, data)
+    dset, ipc = load_external(args.data, data, trust_pickle=args.trust_pickle)
     name = args.name or Path(args.data).expanduser().resolve().name.split(".")[0]
     if not name or any(ch in name for ch in "[],="):
         raise BenchError(f"--name '{name}' must be non-empty and free of '[', ']', ',' and '='")

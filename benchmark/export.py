@@ -1,14 +1,18 @@
-"""Exporting a distilled set: a `.pt` file (images N x C x H x W in [0, 1], long labels) and a
-PNG grid with one row per class."""
+"""Exporting a distilled set: a `.safetensors` file (``images`` N x C x H x W in [0, 1], int64
+``labels``, the set's meta as JSON metadata; readable without unpickling) and a PNG grid with one
+row per class."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import torch
+from safetensors.torch import save_file
 
 from benchmark.sample_grids import save_class_grid
 from benchmark.trial import distill_job
-from core.artifacts import ArtifactCache
+from core.artifacts import ArtifactCache, json_default
 from core.datasets import load_dataset
 from core.errors import BenchError
 from core.runs import DistillJob
@@ -16,7 +20,7 @@ from methods import resolve_method
 
 
 def export_set(method: str, dataset: str, ipc: int, seed: int, cache: ArtifactCache, out: Path) -> list[Path]:
-    """Distil (or load from the cache) and write ``.pt`` and ``.png`` files under ``out``."""
+    """Distil (or load from the cache) and write ``.safetensors`` and ``.png`` files under ``out``."""
     spec = resolve_method(method)
     if spec.distiller.reference:
         raise BenchError(f"'{method}' is the whole training split; there is no distilled set to export")
@@ -30,9 +34,12 @@ def export_set(method: str, dataset: str, ipc: int, seed: int, cache: ArtifactCa
     except OSError as exc:
         raise BenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
     stem = f"{spec.label}_{dataset}_ipc{ipc}_seed{seed}".replace("/", "-").replace(":", "-")
-    pt = out / f"{stem}.pt"
-    torch.save({"images": dset.images.float().clamp(0, 1), "labels": dset.labels.long(),
-                "meta": dset.meta}, pt)
+    tensors = out / f"{stem}.safetensors"
+    save_file({"images": dset.images.float().clamp(0, 1).contiguous(), "labels": dset.labels.long().contiguous()},
+              str(tensors), metadata={META_KEY: json.dumps(dset.meta, default=json_default)})
     png = out / f"{stem}.png"
     save_class_grid(dset.images, dset.labels, png)
-    return [pt, png]
+    return [tensors, png]
+
+
+META_KEY = "evlf-bench/meta"  # the exported set's meta (method, seed, backbone, ...) as JSON

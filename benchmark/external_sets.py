@@ -1,6 +1,7 @@
-"""Reading a distilled set made elsewhere: a `.pt` file (``images`` N x C x H x W in [0, 1],
-``labels`` int64; what `bench export` writes) or an ImageFolder tree
-of PNG/JPEG files (one folder per class, named by class index or class name)."""
+"""Reading a distilled set made elsewhere: a `.safetensors` file (``images`` N x C x H x W in
+[0, 1], ``labels`` int64; what `bench export` writes), a `.pt` file of the same dict when the user
+trusts it (`--trust-pickle`: PyTorch's restricted loader; a pickle is never read otherwise), or an
+ImageFolder tree of PNG/JPEG files (one folder per class, named by class index or class name)."""
 from __future__ import annotations
 
 import hashlib
@@ -17,12 +18,27 @@ from core.errors import BenchError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def _from_pt(path: Path) -> DistilledSet:
+def _read_tensors(path: Path, trust_pickle: bool) -> dict:
+    """The file's named tensors: safetensors always; a pickled `.pt` only when trusted."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        if not trust_pickle:
+            raise BenchError(f"{path} is a pickle file, which can run code when read; save the set as safetensors "
+                             "(what 'bench export' writes), or pass --trust-pickle to read it with PyTorch's "
+                             "restricted loader")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except BenchError:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the file holds, the answer is one line
         first = (str(exc).splitlines() or ["empty or truncated file"])[0]
         raise BenchError(f"{path}: not a readable tensor file ({type(exc).__name__}: {first})") from None
+
+
+def _from_file(path: Path, trust_pickle: bool) -> DistilledSet:
+    state = _read_tensors(path, trust_pickle)
     if not isinstance(state, dict) or "images" not in state or "labels" not in state:
         raise BenchError(f"{path}: expected a dict with 'images' and 'labels' tensors")
     images, labels = state["images"], state["labels"]
@@ -71,12 +87,12 @@ def _from_folder(root: Path, data: Dataset) -> DistilledSet:
     return DistilledSet(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
 
-def load_external(path: str | Path, data: Dataset) -> tuple[DistilledSet, int]:
+def load_external(path: str | Path, data: Dataset, trust_pickle: bool = False) -> tuple[DistilledSet, int]:
     """Read and check a set; returns it and its IPC (images per class, equal for all classes)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise BenchError(f"{path} does not exist")
-    dset = _from_folder(path, data) if path.is_dir() else _from_pt(path)
+    dset = _from_folder(path, data) if path.is_dir() else _from_file(path, trust_pickle)
     try:
         check_distilled(dset.images, dset.labels, data)
     except BenchError as exc:

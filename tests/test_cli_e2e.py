@@ -69,8 +69,9 @@ def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
                    "--out", str(tmp_path / "export"))
     assert export.returncode == 0, export.stderr
     import torch
+    from safetensors.torch import load_file
 
-    saved = torch.load(next((tmp_path / "export").glob("*.pt")))
+    saved = load_file(next((tmp_path / "export").glob("*.safetensors")))
     assert saved["images"].shape == (50, 1, 8, 8) and saved["labels"].dtype == torch.long
     assert 0 <= float(saved["images"].min()) and float(saved["images"].max()) <= 1
     assert next((tmp_path / "export").glob("*.png")).stat().st_size > 0
@@ -100,7 +101,7 @@ def test_export_then_eval_reproduces_the_original_accuracy(bench_env, tmp_path):
     out = tmp_path / "export"
     assert bench("export", "--method", "random", "--dataset", "digits", "--ipc", "5", "--seed", "0",
                  "--out", str(out)).returncode == 0
-    pt = next(out.glob("*.pt"))
+    pt = next(out.glob("*.safetensors"))
     scored = bench("eval", "--data", str(pt), "--dataset", "digits", "--budget", "smoke", "--seeds", "1",
                    "--name", "released", "--no-references")
     assert scored.returncode == 0, scored.stderr[-3000:]
@@ -115,9 +116,11 @@ def test_eval_refuses_a_broken_set(bench_env, tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.full((20,), 12)}, bad)
     out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke")
+    assert out.returncode == 2 and "is a pickle file, which can run code" in out.stderr  # not read at all
+    out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke", "--trust-pickle")
     assert out.returncode == 2 and "labels fall outside 0..9" in out.stderr and "Traceback" not in out.stderr
     torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.arange(20) % 5}, bad)
-    out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke")
+    out = bench("eval", "--data", str(bad), "--dataset", "digits", "--budget", "smoke", "--trust-pickle")
     assert out.returncode == 2 and "no images for classes [5, 6, 7, 8, 9]" in out.stderr
 
 
@@ -148,11 +151,12 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
     export = bench("export", "--method", "mgd3[recipe=smoke]", "--dataset", "digits", "--ipc", "2",
                    "--out", str(tmp_path / "export"))
     assert export.returncode == 0, export.stderr
-    import torch
+    from safetensors import safe_open
 
-    saved = torch.load(next((tmp_path / "export").glob("*.pt")))
-    assert saved["images"].shape == (20, 1, 8, 8) and saved["labels"].tolist() == [c for c in range(10) for _ in (0, 1)]
-    assert saved["meta"]["hook"] == "vae-mean" and saved["meta"]["seed"] == 0
+    with safe_open(str(next((tmp_path / "export").glob("*.safetensors"))), framework="pt") as f:
+        images, labels, meta = f.get_tensor("images"), f.get_tensor("labels"), json.loads(f.metadata()["evlf-bench/meta"])
+    assert images.shape == (20, 1, 8, 8) and labels.tolist() == [c for c in range(10) for _ in (0, 1)]
+    assert meta["hook"] == "vae-mean" and meta["seed"] == 0
     boards = tmp_path / "boards"
     assert bench("leaderboard", "--out", str(boards)).returncode == 0
     page = (boards / "digits__dc-smoke.md").read_text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -172,7 +173,8 @@ def _external_files(root):
 ])
 def test_a_bad_external_set_is_one_line(name, expected, bench_env, tmp_path, capsys):
     _external_files(tmp_path)
-    assert main(["eval", "--data", str(tmp_path / name), "--dataset", "digits", "--budget", "smoke"]) == 2
+    assert main(["eval", "--data", str(tmp_path / name), "--dataset", "digits", "--budget", "smoke",
+                 "--trust-pickle"]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err and "Traceback" not in err
 
@@ -197,3 +199,21 @@ def test_a_store_damaged_in_the_middle_is_one_line(bench_env, capsys):
     assert main(["results", "--store", str(store_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert "is corrupt" in err and "move it aside" in err and "\n" not in err
+
+
+def test_a_pickle_is_read_only_when_trusted_and_then_never_runs_code(bench_env, tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"images": torch.rand(20, 1, 8, 8), "labels": torch.arange(20) % 10, "x": Payload()}, tmp_path / "evil.pt")
+    base = ["eval", "--data", str(tmp_path / "evil.pt"), "--dataset", "digits", "--budget", "smoke"]
+    assert main(base) == 2
+    assert "is a pickle file, which can run code when read" in capsys.readouterr().err
+    assert main([*base, "--trust-pickle"]) == 2  # PyTorch's restricted loader refuses the payload
+    err = capsys.readouterr().err.strip()
+    assert "not a readable tensor file" in err and "\n" not in err and not marker.exists()

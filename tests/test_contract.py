@@ -37,13 +37,13 @@ def test_an_external_file_with_soft_labels_is_refused_in_one_line(digits, tmp_pa
     images, labels = _set(torch.rand(20, 1, 8, 8))
     torch.save({"images": images, "labels": labels, "soft_labels": torch.rand(20, 10)}, path)
     with pytest.raises(BenchError, match="soft_labels.*no protocol"):
-        load_external(path, digits)
-    assert main(["eval", "--data", str(path), "--dataset", "digits", "--budget", "smoke",
+        load_external(path, digits, trust_pickle=True)
+    assert main(["eval", "--data", str(path), "--dataset", "digits", "--budget", "smoke", "--trust-pickle",
                  "--store", str(tmp_path / "s"), "--cache", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
     assert "soft_labels" in err and "\n" not in err
     torch.save({"images": images, "labels": labels}, path)
-    dset, ipc = load_external(path, digits)
+    dset, ipc = load_external(path, digits, trust_pickle=True)
     assert ipc == 2 and dset.nbytes == 20 * 64 + 20 * 8  # a byte per pixel value, int64 labels
 
 
