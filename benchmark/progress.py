@@ -36,6 +36,10 @@ class GridProgress:
         else:
             self._progress.update(self._trials[trial_id], description=text)
 
+    def warn(self, label: str, message: str) -> None:
+        """A warning a trial raised (a corrupt artifact it rebuilds, ...), printed above the bars."""
+        self.console.print(f"[yellow]warning[/] {escape(label)}: {escape(message)}", soft_wrap=True)  # one line
+
     def run_done(self, ok: bool) -> None:
         if not ok:
             self.failed += 1

@@ -148,6 +148,8 @@ class _StoreCallback:
                     self._write(row)
                     self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
                     self.progress.status(trial.trial_id, job.label(), f"finished {row.arch}")
+                elif result.get("warning"):
+                    self.progress.warn(job.label(), str(result["warning"]))
                 elif result.get("phase"):
                     self.progress.status(trial.trial_id, job.label(), str(result["phase"]))
 

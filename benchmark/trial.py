@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -82,8 +83,33 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     return dset, elapsed, False
 
 
+class _ForwardWarnings(logging.Handler):
+    """Sends the harness's warnings from a trial to the driver's console as ``{"warning": text}``
+    (a worker's own log is out of the user's sight)."""
+
+    def __init__(self, report: Report):
+        super().__init__(logging.WARNING)
+        self.report = report
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.report({"warning": record.getMessage()})
+
+
 def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
-    """Run a whole job; each finished run is reported as ``{"row": ResultRow}``."""
+    """Run a whole job; each finished run is reported as ``{"row": ResultRow}``, each warning of
+    the harness (``core``, ``methods``, ``evaluators`` loggers) as ``{"warning": text}``."""
+    forward = _ForwardWarnings(report)
+    loggers = [logging.getLogger(name) for name in ("core", "methods", "evaluators")]
+    for logger in loggers:
+        logger.addHandler(forward)
+    try:
+        _execute_job(job, cache_root, device, report)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(forward)
+
+
+def _execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
     cache = ArtifactCache(cache_root)
     try:
         dset, distill_s, cached = distill_job(job, cache, device, report)

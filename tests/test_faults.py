@@ -38,3 +38,22 @@ def test_a_worker_killed_mid_trial_is_retried_with_nothing_lost_or_doubled(bench
     rows = json.loads(listed.stdout)
     assert len(rows) == 6 and len({r["run_hash"] for r in rows}) == 6  # 3 IPCs x 2 seeds, once each
     assert all(r["status"] == "ok" for r in rows)
+
+
+def test_corruption_found_inside_a_trial_is_reported_on_the_console(bench_env):
+    """A cached set damaged on disk is found by the trial that loads it: the user sees it on the
+    driver's console (not only in a worker's log), and the set is rebuilt."""
+    _, cache = bench_env
+    grid = ["run", "--methods", "random", "--datasets", "digits", "--ipc", "1", "--archs", "convnet3", "--seeds", "1",
+            "--budget", "smoke", "--no-references", "--no-leaderboard"]
+    first = subprocess.run([sys.executable, "-m", "benchmark.cli", *grid], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (stored,) = (cache / "distilled").glob("*.safetensors")
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    again = subprocess.run([sys.executable, "-m", "benchmark.cli", *grid, "--fresh"], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "warning random" in again.stderr and "is corrupted (its sha256 does not match the sidecar)" in again.stderr
+    assert stored.exists()  # rebuilt
