@@ -72,12 +72,11 @@ class CostModel:
         eval_peak: dict[tuple, list[float]] = defaultdict(list)
         for r in rows:
             m, device = r.metrics, _device_kind(r)
-            key = peak_key(device)
-            if m.get(f"eval_{key}") is not None:
-                eval_peak[(r.arch, r.protocol, r.budget, r.dataset, device)].append(float(m[f"eval_{key}"]))
-            if r.ipc is not None and m.get(f"distill_{key}") is not None:
-                distill_peak[(r.method, r.dataset, device)].append((r.ipc, float(m[f"distill_{key}"])))
-            board = (r.arch, r.protocol, r.budget, r.dataset, device)
+            board, peak = (r.arch, r.protocol, r.budget, r.dataset, device), peak_key(device)
+            if m.get(f"eval_{peak}") is not None:
+                eval_peak[board].append(float(m[f"eval_{peak}"]))
+            if r.ipc is not None and m.get(f"distill_{peak}") is not None:
+                distill_peak[(r.method, r.dataset, device)].append((r.ipc, float(m[f"distill_{peak}"])))
             if m.get("train_steps") and m.get("train_s") is not None:
                 batch = min(int(r.config["protocol_config"]["protocol"]["batch_size"]), int(m.get("images") or 1))
                 step_s[board].append((batch, float(m["train_s"]) / int(m["train_steps"])))
@@ -157,14 +156,11 @@ def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: 
         reference = distiller.reference
         cached = not reference and cache.meta(DISTILLED, set_key(job, data, distiller)) is not None
         images = len(data.train) if reference else (job.ipc or 0) * data.num_classes
-        if not todo or reference or cached:
-            distill: float | None = 0.0
-        else:
-            distill = model.distill_seconds(job.method, job.dataset, job.ipc or 0, device)
+        distils = bool(todo) and not reference and not cached
+        distill = model.distill_seconds(job.method, job.dataset, job.ipc or 0, device) if distils else 0.0
         costs = [model.train_seconds(r, images, device) for r in todo]
         train = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
-        distils = None if not todo or reference or cached else job.method
-        peaks = [model.peak_gib(distils, r, device) for r in todo]
+        peaks = [model.peak_gib(job.method if distils else None, r, device) for r in todo]
         peak = None if not peaks or any(p is None for p in peaks) else max(p for p in peaks if p is not None)
         out.append(JobEstimate(job, len(job.runs) - len(todo), cached, distill, train, peak))
     return out

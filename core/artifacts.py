@@ -26,6 +26,7 @@ import numpy as np
 from core import tensorfile
 from core.errors import BenchError
 from core.files import FILE_MODE, fsync_dir, write_atomic
+from core.tensorfile import json_default  # noqa: F401  (re-exported: configs and rows use it)
 
 try:  # POSIX advisory locks; without them concurrent writers are still atomic per file.
     import fcntl
@@ -39,16 +40,6 @@ RECORD = ".safetensors"
 LEGACY = ".pt"  # records of harness versions before safetensors: ignored, removed when rebuilt
 # kind and key become path parts: refuse separators, "..", and hidden names.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
-
-
-def json_default(obj: Any) -> Any:
-    """JSON for the values configs and metrics hold besides plain ones: paths, numpy and torch scalars."""
-    # Only conversions that are stable across runs: a repr() fallback could embed memory addresses.
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    raise TypeError(f"cannot write a value of type {type(obj).__name__} as JSON: {obj!r}")
 
 
 def content_key(config: dict) -> str:

@@ -15,6 +15,16 @@ STRUCTURE = "evlf-bench/structure"  # the metadata key holding the record's JSON
 TENSOR, TUPLE = "__tensor__", "__tuple__"  # markers in that JSON
 
 
+def json_default(obj: Any) -> Any:
+    """JSON for the values configs and metrics hold besides plain ones: paths, numpy and torch scalars."""
+    # Only conversions that are stable across runs: a repr() fallback could embed memory addresses.
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    raise TypeError(f"cannot write a value of type {type(obj).__name__} as JSON: {obj!r}")
+
+
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         name = str(len(tensors))
@@ -31,11 +41,7 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return [_encode(v, tensors) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store a value of type {type(value).__name__}")
+    return json_default(value)
 
 
 def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:

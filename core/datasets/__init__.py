@@ -75,6 +75,13 @@ def _options(dataset: str, loader: typing.Callable[..., Dataset], raw: dict[str,
     return converted
 
 
+def _parsed(spec: str) -> tuple[str, typing.Callable[..., Dataset], dict[str, object]]:
+    """(name, loader, typed options) of a data set spec; refuses unknown names and bad options."""
+    name, raw = _split_spec(spec)
+    loader = DATASETS.get(name)
+    return name, loader, _options(name, loader, raw)
+
+
 PATH_OPTIONS = frozenset({"root", "classes"})  # options that name a file or directory
 
 
@@ -82,9 +89,7 @@ def canonical_dataset(spec: str) -> str:
     """``spec`` as a row names it: options typed and written one way each (``size=0256`` is
     ``size=256``), sorted, and paths made absolute, because a trial runs in another working
     directory. Refuses what `load_dataset` would refuse about the options, in one line."""
-    name, raw = _split_spec(spec)
-    loader = DATASETS.get(name)
-    options = _options(name, loader, raw)
+    name, loader, options = _parsed(spec)
     written = {k: str(Path(str(v)).expanduser().resolve()) if k in PATH_OPTIONS else normal_text(v)
                for k, v in sorted(options.items())}
     if name == "imagefolder" and "root" in written:
@@ -100,9 +105,7 @@ def load_dataset(spec: str) -> Dataset:
     The same spec (options in any order) returns the same object within a process; callers must
     treat its tensors as read-only.
     """
-    name, raw = _split_spec(spec)
-    loader = DATASETS.get(name)
-    options = _options(name, loader, raw)
+    name, loader, options = _parsed(spec)
     key = (name, tuple(sorted(options.items())))
     if key not in _MEMO:
         _MEMO[key] = loader(**options)
