@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from benchmark.cluster import SERVER_NAME, start_server, worker_env
 from benchmark.progress import GridProgress
 from benchmark.provenance import git_commit, versions
 from benchmark.store import ResultStore
@@ -97,7 +98,8 @@ def _init_ray(address: str | None) -> bool:
             os.environ[LOOPBACK_ENV] = "0"
             loopback_only()
         try:
-            ray.init(address=address, **quiet)
+            # the trials on other machines run the driver's code with the driver's settings
+            ray.init(address=address, runtime_env=worker_env(), **quiet)
         except (ConnectionError, RuntimeError) as exc:
             raise BenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
         return True
@@ -226,8 +228,14 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     resources = {"cpu": options.cpus_per_trial, "gpu": gpus}
+    place: dict[str, Any] = {"cache_root": str(cache.root)}
     try:
         check_fits(ray.nodes(), options.cpus_per_trial, gpus)
+        if options.address or not started:
+            # a cluster that may hold other machines: their trials reach this cache through the server
+            place["cache_server"] = SERVER_NAME.format(os.getpid())
+            place["driver_node"] = ray.get_runtime_context().get_node_id()
+            server = start_server(str(cache.root), place["cache_server"])  # noqa: F841 (alive while held)
         with GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
             trainable = tune.with_resources(
@@ -236,7 +244,7 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
                 tuner = tune.Tuner(
                     trainable,
                     param_space={"job_index": tune.grid_search(list(range(len(jobs)))),
-                                 "cache_root": str(cache.root), "threads": max(1, int(options.cpus_per_trial))},
+                                 "threads": max(1, int(options.cpus_per_trial)), **place},
                     # one worker process serves trial after trial: imports and the loaded backbone are
                     # paid once per worker, not per trial (every trial seeds what it draws)
                     tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),

@@ -13,10 +13,12 @@ from typing import Any
 
 import torch
 
+from benchmark.cluster import TrialPlace, describe_node
 from benchmark.memory import PeakMemory
 from core.artifacts import ArtifactCache
 from core.datasets import Dataset, load_dataset
 from core.distilled import DistilledSet
+from core.errors import BenchError
 from core.rows import ResultRow
 from core.runs import DistillJob, conditioning_of
 from evaluators.evaluate import evaluate_set
@@ -59,9 +61,11 @@ def place_set(job: DistillJob, data: Dataset, dset: DistilledSet, cache: Artifac
     return key
 
 
-def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, report: Report) -> tuple[DistilledSet, float, bool]:
-    """The job's distilled set, its distillation time and whether it came from the cache."""
-    data = load_dataset(job.dataset)
+def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, report: Report,
+                data: Dataset | None = None) -> tuple[DistilledSet, float, bool]:
+    """The job's distilled set, its distillation time and whether it came from the cache
+    (``data``: the job's data set, when the caller has it already)."""
+    data = data or load_dataset(job.dataset)
     distiller = resolve_method(job.method).distiller
     ctx = distill_context(cache, device, lambda msg: report({"phase": msg}))
     start = time.perf_counter()
@@ -95,7 +99,7 @@ class _ForwardWarnings(logging.Handler):
         self.report({"warning": record.getMessage()})
 
 
-def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
+def execute_job(job: DistillJob, place: TrialPlace, device: torch.device, report: Report) -> None:
     """Run a whole job; each finished run is reported as ``{"row": ResultRow}``, each warning of
     the harness (``core``, ``methods``, ``evaluators`` loggers) as ``{"warning": text}``."""
     forward = _ForwardWarnings(report)
@@ -103,22 +107,25 @@ def execute_job(job: DistillJob, cache_root: str, device: torch.device, report: 
     for logger in loggers:
         logger.addHandler(forward)
     try:
-        _execute_job(job, cache_root, device, report)
+        _execute_job(job, place, device, report)
     finally:
         for logger in loggers:
             logger.removeHandler(forward)
 
 
-def _execute_job(job: DistillJob, cache_root: str, device: torch.device, report: Report) -> None:
-    cache = ArtifactCache(cache_root)
+def _execute_job(job: DistillJob, place: TrialPlace, device: torch.device, report: Report) -> None:
     try:
-        dset, distill_s, cached = distill_job(job, cache, device, report)
+        cache = place.cache()
+        # every trial checks that it holds the data the plan was made for, on whatever node
+        data = place.dataset(job.dataset, job.runs[0].data_fingerprint, cache) if job.runs else None
+        dset, distill_s, cached = distill_job(job, cache, device, report, data)
     except Exception as exc:  # a failing method must not stop the grid: record it per run
-        text = _error_text(exc)
+        text = str(exc) if isinstance(exc, BenchError) else _error_text(exc)
         for run in job.runs:
             report({"row": ResultRow.error(run, text)})
         return
-    data = load_dataset(job.dataset)
+    data = data or load_dataset(job.dataset)
+    node = describe_node()
     quality: dict = {}
     if not dset.meta.get("reference") and job.runs:
         report({"phase": "image-quality metrics"})
@@ -140,7 +147,7 @@ def _execute_job(job: DistillJob, cache_root: str, device: torch.device, report:
             metrics = dataclasses.asdict(result) | dset.meta.get("distill_memory", {}) | peak.metrics("eval_") | {
                 "distill_s": distill_s, "distill_cached": cached, "distill_key": dset.meta.get("distill_key"),
                 "images": len(dset), "bytes": dset.nbytes,
-                "device": str(device), "budget_description": budget.description, **quality}
+                "device": str(device), "node": node, "budget_description": budget.description, **quality}
             if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
                 metrics["teacher_test_acc"] = dset.meta.get("teacher_test_acc")
             report({"row": ResultRow.ok(run, result.test_acc, metrics)})
@@ -157,5 +164,6 @@ def tune_trainable(config: dict[str, Any], jobs: list[dict[str, Any]] | None = N
 
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     job = DistillJob.from_json(jobs[config["job_index"]])
-    execute_job(job, config["cache_root"], device, lambda metrics: tune.report(metrics))
+    place = TrialPlace(config["cache_root"], config.get("driver_node"), config.get("cache_server"))
+    execute_job(job, place, device, lambda metrics: tune.report(metrics))
     tune.report({"phase": "done", "done": True})

@@ -170,6 +170,22 @@ class ArtifactCache:
                     p.unlink()
         return None
 
+    def verified(self, kind: str, key: str, suffix: str = RECORD) -> dict | None:
+        """The sidecar record of a file that is present and verifies (what another cache needs to
+        receive it, see :meth:`install`), else None."""
+        if not self.path(kind, key, suffix).parent.is_dir():
+            return None
+        with self._locked(kind, key, exclusive=False):
+            ok, _ = self._try_load(kind, key, suffix, lambda path: True)
+            return self.meta(kind, key) if ok else None
+
+    def install(self, kind: str, key: str, suffix: str, record: dict, write: Callable[[Path], None]) -> Path:
+        """Put in place a file received from another cache: ``write`` fills a temporary file, which
+        is kept, with ``record`` as its sidecar, only if its sha256 is the record's."""
+        if not isinstance(record.get("sha256"), str):
+            raise ValueError(f"cannot install {kind}/{key}{suffix}: its record has no sha256")
+        return self._write(kind, key, suffix, write, record.get("meta"), expect=record)
+
     def save(self, kind: str, key: str, obj: Any, meta: dict | None = None) -> Path:
         """Store ``obj`` atomically with a sha256 sidecar; returns the data file's path."""
         return self._write(kind, key, RECORD, lambda tmp: tensorfile.write(tmp, obj), meta)
@@ -187,7 +203,8 @@ class ArtifactCache:
 
         return self._write(kind, key, ".npy", write, meta)
 
-    def _write(self, kind: str, key: str, suffix: str, write: Callable[[Path], None], meta: dict | None) -> Path:
+    def _write(self, kind: str, key: str, suffix: str, write: Callable[[Path], None], meta: dict | None,
+               expect: dict | None = None) -> Path:
         data, sidecar = self.path(kind, key, suffix), self._sidecar(kind, key)
         data.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=data.parent, prefix=f".{data.name}.", suffix=".tmp")
@@ -204,6 +221,10 @@ class ArtifactCache:
                 "created_at": time.time(),
                 "meta": meta or {},
             }
+            if expect is not None:
+                if record["sha256"] != expect["sha256"]:
+                    raise ValueError(f"{kind}/{key}{suffix} arrived damaged (its sha256 differs from the sender's)")
+                record["created_at"] = expect.get("created_at", record["created_at"])
             payload = json.dumps(record, sort_keys=True, indent=1, default=json_default).encode()
             with self._locked(kind, key, exclusive=True):
                 os.replace(tmp, data)

@@ -316,3 +316,18 @@ def test_an_older_harness_pickled_record_is_ignored_quietly_and_replaced(tmp_pat
     assert caplog.text == "" and legacy.exists()
     cache.save("teacher", "t", {"w": torch.zeros(3)})
     assert not legacy.exists() and torch.equal(cache.load("teacher", "t")["w"], torch.zeros(3))
+
+
+def test_a_file_from_another_cache_is_installed_only_if_it_arrives_intact(tmp_path):
+    """What one node sends another (`benchmark.cluster`) is verified against the sender's sha256."""
+    sender, receiver = ArtifactCache(tmp_path / "a"), ArtifactCache(tmp_path / "b")
+    sender.save("teacher", "k1", {"w": torch.arange(6.0)}, meta={"arch": "convnet3"})
+    record = sender.verified("teacher", "k1")
+    assert record is not None and sender.verified("teacher", "absent") is None
+    payload = sender.path("teacher", "k1").read_bytes()
+    with pytest.raises(ValueError, match="arrived damaged"):
+        receiver.install("teacher", "k1", ".safetensors", record, lambda tmp: tmp.write_bytes(payload[:-1] + b"\0"))
+    assert receiver.load("teacher", "k1") is None and not list((tmp_path / "b" / "teacher").glob("*.tmp"))
+    receiver.install("teacher", "k1", ".safetensors", record, lambda tmp: tmp.write_bytes(payload))
+    assert torch.equal(receiver.load("teacher", "k1")["w"], torch.arange(6.0))
+    assert receiver.meta("teacher", "k1") == sender.meta("teacher", "k1")  # the sender's record, unchanged

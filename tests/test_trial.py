@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from benchmark.cluster import TrialPlace
 from benchmark.plan import GridRequest, plan_runs
 from benchmark.trial import execute_job
 from core.runs import group_jobs
@@ -12,7 +13,7 @@ def _rows(protocol: str, methods=("random", "full"), cache=None):
                                  protocol=protocol, budget="smoke", seeds=(0,), references=False)).runs
     rows = []
     for job in group_jobs(runs):
-        execute_job(job, str(cache), torch.device("cpu"),
+        execute_job(job, TrialPlace(str(cache)), torch.device("cpu"),
                     lambda m: rows.append(m["row"].to_json()) if "row" in m else None)
     return rows
 
@@ -56,3 +57,16 @@ def test_a_bad_distilled_set_is_an_error_row_naming_the_problem(tmp_path, monkey
     rows = _rows("dc", methods=("random",), cache=tmp_path)
     assert [r["status"] for r in rows] == ["error"]
     assert "NaN" in rows[0]["error"]
+
+
+def test_a_trial_refuses_data_other_than_the_planned_in_one_line(tmp_path):
+    """Every trial compares the fingerprint of the data it loaded with the plan's."""
+    import dataclasses
+
+    runs = plan_runs(GridRequest(methods=("random",), datasets=("digits",), ipcs=(2,), archs=("convnet3",),
+                                 protocol="dc", budget="smoke", seeds=(0,), references=False)).runs
+    (job,) = group_jobs([dataclasses.replace(r, data_fingerprint="0123456789abcdef") for r in runs])
+    rows = []
+    execute_job(job, TrialPlace(str(tmp_path)), torch.device("cpu"), lambda m: rows.append(m["row"]) if "row" in m else None)
+    assert [r.status for r in rows] == ["error"]
+    assert "\n" not in rows[0].error and "but the plan has 0123456789abcdef" in rows[0].error
