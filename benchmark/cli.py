@@ -208,6 +208,10 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     summary = run_grid(plan.runs, store, RunnerOptions(
         cache_root=str(cache.root), address=address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, fresh=args.fresh))
+    if summary.elsewhere:
+        holders = ", ".join(sorted(set(summary.elsewhere.values())))
+        console.print(escape(f"{len(summary.elsewhere)} runs left to another bench run on this store that is doing "
+                             f"them ({holders}); rerun when it ends to pick up any it did not finish"))
     if summary.skipped == summary.total:
         console.print(escape(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun"))
     else:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from benchmark.cluster import SERVER_NAME, start_server, worker_env
+from benchmark.leases import RunLeases
 from benchmark.progress import GridProgress
 from benchmark.provenance import git_commit, versions
 from benchmark.store import ResultStore
@@ -44,6 +45,7 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)  # labels of failed runs
     seconds: float = 0.0
     retried: int = 0  # trials restarted after their worker died
+    elsewhere: dict[str, str] = field(default_factory=dict)  # run hash -> the live `bench run` (host:pid) doing it
 
 
 # A trial whose worker process dies (killed, out of memory, its node lost) is started again this
@@ -104,7 +106,7 @@ def _init_ray(address: str | None) -> bool:
             raise BenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
         return True
     loopback_only()
-    ray.init(num_cpus=os.cpu_count(), **quiet)
+    ray.init(address="local", num_cpus=os.cpu_count(), **quiet)  # "local": ours, never another run's
     return True
 
 
@@ -131,8 +133,9 @@ class _StoreCallback:
 
         class StoreCallback(Callback):
             def __init__(self, store: ResultStore, jobs: list[DistillJob], progress: GridProgress,
-                         summary: RunSummary):
+                         summary: RunSummary, leases: RunLeases):
                 self.store, self.jobs, self.progress, self.summary = store, jobs, progress, summary
+                self.leases = leases
                 self.reported: dict[str, set[str]] = {}
 
             def __getstate__(self) -> dict:
@@ -173,6 +176,7 @@ class _StoreCallback:
 
             def _write(self, row: ResultRow) -> None:
                 self.store.put(row.stamped(git_commit(), versions(), time.time()))
+                self.leases.release([row.run_hash])
                 ok = row.status == "ok"
                 if ok:
                     self.summary.ok += 1
@@ -211,9 +215,22 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
     done = set() if options.fresh else store.done_hashes()
     pending = [r for r in runs if r.run_hash not in done]
     summary = RunSummary(total=len(runs), skipped=len(runs) - len(pending))
-    if not pending:
-        summary.seconds = time.perf_counter() - start
-        return summary
+    if pending:
+        with RunLeases(store.path) as leases:
+            claim = leases.claim(r.run_hash for r in pending)
+            finished = set() if options.fresh else store.done_hashes()  # by another `bench run` meanwhile
+            summary.skipped += sum(r.run_hash in finished for r in pending)
+            summary.elsewhere = claim.held
+            ours = set(claim.ours) - finished
+            pending = [r for r in pending if r.run_hash in ours]
+            if pending:
+                _run_claimed(pending, store, options, summary, leases)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_claimed(pending: list[RunSpec], store: ResultStore, options: RunnerOptions, summary: RunSummary,
+                 leases: RunLeases) -> None:
     cache = ArtifactCache(options.cache_root)
     git_commit(), versions()  # provenance as of the launch: later edits to the checkout do not leak into rows
     # longest first: the full-data references dominate a grid's makespan on a small machine
@@ -251,15 +268,13 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
                     run_config=tune.RunConfig(
                         name="bench", storage_path=tune_dir, verbose=0,
                         failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
-                        callbacks=[_StoreCallback(store, jobs, progress, summary)],
+                        callbacks=[_StoreCallback(store, jobs, progress, summary, leases)],
                     ),
                 )
                 tuner.fit()
     finally:
         if started:
             ray.shutdown()
-    summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:
