@@ -93,3 +93,24 @@ def test_too_few_images_per_class(bench_env, capsys, tmp_path):
 def test_other_bad_input(bench_env, capsys, argv):
     assert main(argv) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_only_the_denoisers_asked_for_are_trained_and_each_trains_the_same_alone(tmp_path):
+    """`dit` never trains the text UNet; a denoiser trained later, or with the other, is the same."""
+    import torch
+
+    data = load_dataset("digits")
+    alone = ArtifactCache(tmp_path / "alone")
+    dit_only = get_backbone(data, "small", cache=alone, recipe="smoke", denoisers=("class",))
+    assert dit_only.text_denoiser is None and dit_only.class_denoiser is not None
+    parts = [alone.meta("backbone-denoiser", p.stem)["meta"]["denoiser"]
+             for p in (tmp_path / "alone" / "backbone-denoiser").glob("*.safetensors")]
+    assert parts == ["class"]
+    later = get_backbone(data, "small", cache=alone, recipe="smoke", denoisers=("class", "text"))
+    assert later.info["cached"] is False  # the text UNet had to be trained now; the rest was cached
+    together = get_backbone(data, "small", cache=ArtifactCache(tmp_path / "together"), recipe="smoke")
+    for kind in ("class", "text"):
+        mine, theirs = later.denoiser(kind).state_dict(), together.denoiser(kind).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert torch.equal(dit_only.class_denoiser.state_dict()["pos_embed.proj.weight"],
+                       together.class_denoiser.state_dict()["pos_embed.proj.weight"])

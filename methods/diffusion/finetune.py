@@ -32,10 +32,10 @@ from torch.nn import functional as F
 from core.artifacts import ArtifactCache, content_key
 from methods.diffusion.backbone import ProgressFn, no_progress
 from methods.diffusion.context import DiffusionContext
-from methods.diffusion.training import EMA, noised_batch
+from methods.diffusion.training import EMA, noised_batch, own_label_dropout_off
 
 KIND = "finetuned-denoiser"
-VERSION = 1
+VERSION = 2  # 2: the DiT's own label dropout off (labels were dropped twice, once from the global RNG)
 SCALES = ("block", "channel")
 
 # (x0_hat, clean latents z0, labels) -> a scalar added to the diffusion loss
@@ -206,6 +206,7 @@ def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, sche
 
     fidelity = config.fidelity
     model = copy.deepcopy(model).train()
+    own_label_dropout_off(model)  # the loop below drops labels with its own seeded generator
     device = next(model.parameters()).device
     model.requires_grad_(False)
     blocks = list(model.transformer_blocks)

@@ -99,7 +99,8 @@ class DiffusionDistiller(Distiller):
             check_ipc_fits(data, ipc, self.name, ": '{method}' clusters each class's real latents into IPC groups")
 
     def backbone(self, data: Dataset, ctx: DistillContext) -> Backbone:
-        options = {"recipe": self.options.recipe} if self.family == "small" else {}
+        # the small backbone trains only the denoiser this method samples with
+        options = {"recipe": self.options.recipe, "denoisers": self.denoisers()} if self.family == "small" else {}
         if any(plugin.needs_text_encoder for plugin in self.plugins):
             options |= BACKBONES.get(self.options.backbone).text_options
         memo = (self.options.backbone, tuple(options.items()), data.fingerprint(), str(ctx.device))
@@ -113,9 +114,19 @@ class DiffusionDistiller(Distiller):
         """Whether loading the backbone would not train it (pretrained ones never train)."""
         if self.family != "small":
             return True
-        from methods.diffusion.small import ARTIFACT_KIND, RECIPES, backbone_key
+        from methods.diffusion.small import ARTIFACT_KIND, DENOISER_KIND, RECIPES, backbone_key, denoiser_key
 
-        return cache.meta(ARTIFACT_KIND, backbone_key(data, RECIPES.get(self.options.recipe))) is not None
+        key = backbone_key(data, RECIPES.get(self.options.recipe))
+        record = cache.meta(ARTIFACT_KIND, key)
+        if record is None:
+            return False
+        if record.get("meta", {}).get("denoisers") != "separate":
+            return True  # an earlier harness's record: it holds both denoisers
+        return all(cache.meta(DENOISER_KIND, denoiser_key(key, kind)) is not None for kind in self.denoisers())
+
+    def denoisers(self) -> tuple[str, ...]:
+        """The denoisers this method samples with (none for a method that only encodes)."""
+        return (self.needs_denoiser,) if self.needs_denoiser else ()
 
     def plugin_reports(self, data: Dataset, cache: Any) -> list[PluginReport]:
         if not self.plugins:

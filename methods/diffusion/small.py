@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DConditionModel
-from diffusers.models.embeddings import LabelEmbedding
 
 from core.artifacts import ArtifactCache, content_key
 from core.errors import BenchError
@@ -19,10 +18,11 @@ from core.registry import Registry
 from methods.diffusion.backbone import FITS, Backbone, ProgressFn, check_resolution, downsampling, no_progress
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder, load_minilm, minilm_version
-from methods.diffusion.training import Optim, train_denoiser, train_vae
+from methods.diffusion.training import Optim, own_label_dropout_off, train_denoiser, train_vae
 
 RECIPE_VERSION = 1
-ARTIFACT_KIND = "backbone"
+ARTIFACT_KIND = "backbone"  # the VAE, its latent scale and the recipe
+DENOISER_KIND = "backbone-denoiser"  # each denoiser on its own: only the ones a method uses are trained
 
 
 @dataclass(frozen=True)
@@ -182,87 +182,81 @@ def backbone_key(data, recipe: SmallRecipe) -> str:
                         "text_encoder": minilm_version()})
 
 
-def _set_label_dropout(model: torch.nn.Module, prob: float) -> None:
-    # The training loop drops labels itself with its seeded generator; the DiT's own dropout
-    # (a fixed 0.1 from the global RNG) is switched off so it does not drop them twice.
-    for module in model.modules():
-        if isinstance(module, LabelEmbedding):
-            module.dropout_prob = prob
-
-
-def _train(data, recipe: SmallRecipe, text: TextEncoder, device: torch.device, progress: ProgressFn) -> dict:
-    """Train the three models; returns the state the cache stores."""
+def _fresh_models(data, recipe: SmallRecipe, text: TextEncoder):
+    """The recipe's three models as initialised before any training: whichever part is trained,
+    and whenever, it starts from the same weights."""
     torch.manual_seed(recipe.seed)
-    vae, dit, unet = build_models(recipe, data.channels, data.num_classes, text.dim)
-    sched = scheduler_config(recipe)
-    backbone = Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched, fit=recipe.fit)
-    ctx = DiffusionContext.for_dataset(backbone, data)
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
+    return build_models(recipe, data.channels, data.num_classes, text.dim)
 
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _train_autoencoder(data, recipe: SmallRecipe, text: TextEncoder, device: torch.device,
+                       progress: ProgressFn) -> dict:
+    """Train the VAE and fix its latent scale; returns the record the cache stores under the backbone key."""
+    vae, _, _ = _fresh_models(data, recipe, text)
+    sched = scheduler_config(recipe)
+    ctx = DiffusionContext.for_dataset(Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched,
+                                                fit=recipe.fit), data)
     images = torch.cat([ctx.to_vae_input(chunk) for chunk in data.train.float_images().split(4096)])
     vae_run = train_vae(vae, images, recipe.vae.optim, recipe.vae.kl_weight, recipe.seed, progress)
-    seconds["vae"] = vae_run.seconds
     del images
-
     t0 = time.perf_counter()
     progress("encode", 0, 1)
     latents = ctx.encode_real(data.train.float_images())
     # Unit-variance latents, as Stable Diffusion's 0.18215 does for its VAE.
-    scale = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scale)
-    latents = latents * scale
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     progress("encode", 1, 1)
-    seconds["encode"] = time.perf_counter() - t0
-
-    noise_scheduler = DDPMScheduler.from_config(sched)
-    labels = data.train.labels.to(device)
-    null = data.num_classes
-
-    dit.to(device)
-    _set_label_dropout(dit, 0.0)
-
-    def dit_forward(z, t, idx, drop):
-        y = labels[idx.to(device)]
-        y = torch.where(drop, torch.full_like(y, null), y)
-        return dit(z, timestep=t, class_labels=y, return_dict=False)[0]
-
-    dit_ema, dit_run = train_denoiser(dit, latents, noise_scheduler, dit_forward, recipe.dit.optim,
-                                      recipe.dit.label_dropout, recipe.dit.ema_decay, recipe.seed + 1, progress,
-                                      "class DiT")
-    seconds["class_denoiser"] = dit_run.seconds
-
-    unet.to(device)
-    prompt_tokens = text.encode(list(data.prompts)).to(device)
-    null_tokens = text.encode([""]).to(device)
-
-    def unet_forward(z, t, idx, drop):
-        cond = prompt_tokens[labels[idx.to(device)]]
-        cond = torch.where(drop.view(-1, 1, 1), null_tokens.expand_as(cond), cond)
-        return unet(z, t, encoder_hidden_states=cond, return_dict=False)[0]
-
-    unet_ema, unet_run = train_denoiser(unet, latents, noise_scheduler, unet_forward, recipe.unet.optim,
-                                        recipe.unet.text_dropout, recipe.unet.ema_decay, recipe.seed + 2, progress,
-                                        "text UNet")
-    seconds["text_denoiser"] = unet_run.seconds
-    seconds["total"] = time.perf_counter() - started
-
-    def cpu_state(m: torch.nn.Module) -> dict:
-        return {k: v.detach().cpu() for k, v in m.state_dict().items()}
-
     return {
         "version": RECIPE_VERSION,
         "recipe": recipe.key_config(),
-        "configs": {"vae": _config(vae), "class_denoiser": _config(dit_ema),
-                    "text_denoiser": _config(unet_ema), "scheduler": sched},
-        "state_dicts": {"vae": cpu_state(vae), "class_denoiser": cpu_state(dit_ema),
-                        "text_denoiser": cpu_state(unet_ema)},
+        "configs": {"vae": _config(vae), "scheduler": sched},
+        "state_dicts": {"vae": _cpu_state(vae)},
         "text_encoder": {"name": text.name, "max_length": text.max_length},
-        "train_seconds": seconds,
-        "final_losses": {"vae": vae_run.final_loss, "class_denoiser": dit_run.final_loss,
-                         "text_denoiser": unet_run.final_loss},
+        "train_seconds": {"vae": vae_run.seconds, "encode": time.perf_counter() - t0},
+        "final_losses": {"vae": vae_run.final_loss},
         "dataset": data.name,
     }
+
+
+def _train_denoiser(kind: str, data, recipe: SmallRecipe, text: TextEncoder, vae: AutoencoderKL,
+                    sched: dict, device: torch.device, progress: ProgressFn) -> dict:
+    """Train the class DiT (``kind="class"``) or the MiniLM-conditioned UNet (``"text"``) on the
+    scaled latents of the trained VAE; returns its record."""
+    _, dit, unet = _fresh_models(data, recipe, text)
+    ctx = DiffusionContext.for_dataset(Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched,
+                                                fit=recipe.fit), data)
+    latents = ctx.encode_real(data.train.float_images()) * float(vae.config.scaling_factor)
+    noise_scheduler = DDPMScheduler.from_config(sched)
+    labels = data.train.labels.to(device)
+    if kind == "class":
+        null = data.num_classes
+        dit.to(device)
+        own_label_dropout_off(dit)
+
+        def forward(z, t, idx, drop):
+            y = labels[idx.to(device)]
+            y = torch.where(drop, torch.full_like(y, null), y)
+            return dit(z, timestep=t, class_labels=y, return_dict=False)[0]
+
+        model, part, dropout, seed, name = dit, recipe.dit, recipe.dit.label_dropout, recipe.seed + 1, "class DiT"
+    else:
+        unet.to(device)
+        prompt_tokens = text.encode(list(data.prompts)).to(device)
+        null_tokens = text.encode([""]).to(device)
+
+        def forward(z, t, idx, drop):
+            cond = prompt_tokens[labels[idx.to(device)]]
+            cond = torch.where(drop.view(-1, 1, 1), null_tokens.expand_as(cond), cond)
+            return unet(z, t, encoder_hidden_states=cond, return_dict=False)[0]
+
+        model, part, dropout, seed, name = unet, recipe.unet, recipe.unet.text_dropout, recipe.seed + 2, "text UNet"
+    ema, run = train_denoiser(model, latents, noise_scheduler, forward, part.optim, dropout, part.ema_decay, seed,
+                              progress, name)
+    return {"config": _config(ema), "state_dict": _cpu_state(ema), "seconds": run.seconds,
+            "final_loss": run.final_loss}
 
 
 def _config(model: torch.nn.Module) -> dict:
@@ -279,30 +273,59 @@ def _from_state(cls, config: dict, state: dict) -> torch.nn.Module:
     return model
 
 
+def denoiser_key(backbone: str, kind: str) -> str:
+    """The cache key of one denoiser of the small backbone with key ``backbone``."""
+    return content_key({"backbone": backbone, "denoiser": kind})
+
+
+def _cached_part(cache: ArtifactCache | None, kind: str, key: str, train, meta: dict) -> tuple[dict, bool]:
+    state = cache.load(kind, key) if cache is not None else None
+    if state is not None:
+        return state, True
+    state = train()
+    if cache is not None:
+        cache.save(kind, key, state, meta=meta)
+    return state, False
+
+
 def load_small_backbone(data, *, cache: ArtifactCache | None, device: torch.device,
-                        progress: ProgressFn = no_progress, recipe: str | SmallRecipe = "small") -> Backbone:
-    """The small backbone of ``data``: from the cache, or trained now and cached."""
+                        progress: ProgressFn = no_progress, recipe: str | SmallRecipe = "small",
+                        denoisers: tuple[str, ...] = ("class", "text")) -> Backbone:
+    """The small backbone of ``data`` with the ``denoisers`` asked for: each part (the VAE, each
+    denoiser) from the cache, or trained now and cached; a denoiser nobody asks for is never trained."""
     recipe = resolve_recipe(recipe)
     validate(data, recipe)
     key = backbone_key(data, recipe)
     text = load_minilm(recipe.text_max_length, device)
-    state = cache.load(ARTIFACT_KIND, key) if cache is not None else None
-    cached = state is not None
-    if state is None:
-        state = _train(data, recipe, text, device, progress)
-        if cache is not None:
-            cache.save(ARTIFACT_KIND, key, state, meta={"recipe": recipe.name, "dataset": data.name,
-                                                        "family": "small"})
+    meta = {"recipe": recipe.name, "dataset": data.name, "family": "small"}
+    state, cached = _cached_part(cache, ARTIFACT_KIND, key, lambda: _train_autoencoder(data, recipe, text, device,
+                                                                                        progress),
+                                  meta | {"denoisers": "separate"})
     configs, weights = state["configs"], state["state_dicts"]
     vae = _from_state(AutoencoderKL, configs["vae"], weights["vae"])
-    dit = _from_state(DiTTransformer2DModel, configs["class_denoiser"], weights["class_denoiser"])
-    unet = _from_state(UNet2DConditionModel, configs["text_denoiser"], weights["text_denoiser"])
-    check_resolution("small", recipe.resolution, downsampling(vae.config.block_out_channels), [dit, unet])
+    seconds, losses = dict(state["train_seconds"]), dict(state["final_losses"])
+    models: dict[str, torch.nn.Module] = {}
+    for kind in denoisers:
+        name = f"{kind}_denoiser"
+        if name in weights:  # a record of harness versions that trained both denoisers with the VAE
+            part = {"config": configs[name], "state_dict": weights[name], "seconds": seconds.get(name),
+                    "final_loss": losses.get(name)}
+        else:
+            part, from_cache = _cached_part(
+                cache, DENOISER_KIND, denoiser_key(key, kind),
+                lambda: _train_denoiser(kind, data, recipe, text, vae, configs["scheduler"], device, progress),
+                meta | {"backbone": key, "denoiser": kind})
+            cached = cached and from_cache
+        model_class = DiTTransformer2DModel if kind == "class" else UNet2DConditionModel
+        models[kind] = _from_state(model_class, part["config"], part["state_dict"])
+        seconds[name], losses[name] = part["seconds"], part["final_loss"]
+    seconds["total"] = sum(v for k, v in seconds.items() if k != "total" and v is not None)
+    check_resolution("small", recipe.resolution, downsampling(vae.config.block_out_channels), list(models.values()))
     backbone = Backbone(
         name=f"small[recipe={recipe.name}]", family="small", vae=vae, latent_scale=float(vae.config.scaling_factor),
-        resolution=recipe.resolution, scheduler_config=dict(configs["scheduler"]), class_denoiser=dit,
-        text_denoiser=unet, text_encoder=text, fit=recipe.fit, key=key,
-        info={"recipe": recipe.name, "dataset": data.name, "train_seconds": state["train_seconds"],
-              "final_losses": state["final_losses"], "cached": cached},
+        resolution=recipe.resolution, scheduler_config=dict(configs["scheduler"]), class_denoiser=models.get("class"),
+        text_denoiser=models.get("text"), text_encoder=text, fit=recipe.fit, key=key,
+        info={"recipe": recipe.name, "dataset": data.name, "train_seconds": seconds, "final_losses": losses,
+              "cached": cached},
     )
     return backbone.to(device)

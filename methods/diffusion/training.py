@@ -78,6 +78,19 @@ class NoisedBatch:
     noisy: torch.Tensor
 
 
+def own_label_dropout_off(model: nn.Module) -> None:
+    """Switch off a class DiT's own label dropout (diffusers' `LabelEmbedding`, 0.1 in DiT's
+    config, drawn from the global RNG while training): the harness's loops drop labels themselves
+    with their seeded generators, and must not drop them twice. A model fresh from a config has it
+    on; one this process trained has it off, so without this a result depended on whether the
+    backbone came from the cache."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    for module in model.modules():
+        if isinstance(module, LabelEmbedding):
+            module.dropout_prob = 0.0
+
+
 def noised_batch(z0: torch.Tensor, noise_scheduler: DDPMScheduler, drop_prob: float,
                  generator: torch.Generator) -> NoisedBatch:
     """The epsilon-prediction training input: noise, timesteps and the condition-drop mask drawn
