@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ import torch
 from benchmark.cluster import SERVER_NAME, start_server, worker_env
 from benchmark.leases import RunLeases
 from benchmark.progress import GridProgress
+from benchmark.scratch import Scratch
 from benchmark.provenance import git_commit, versions
 from benchmark.store import ResultStore
 from benchmark.trial import distill_context
@@ -84,7 +85,7 @@ def check_address(address: str, origin: str = "--address") -> None:
         raise BenchError(f"cannot reach the Ray cluster at {address} ({origin}): {exc.strerror or exc}{unset}") from None
 
 
-def _init_ray(address: str | None) -> bool:
+def _init_ray(address: str | None, scratch: Path) -> bool:
     """Start an embedded cluster on loopback, or join ``address``; True if we started one."""
     import ray
 
@@ -106,7 +107,7 @@ def _init_ray(address: str | None) -> bool:
             raise BenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
         return True
     loopback_only()
-    ray.init(address="local", num_cpus=os.cpu_count(), **quiet)  # "local": ours, never another run's
+    ray.init(address="local", num_cpus=os.cpu_count(), _temp_dir=str(scratch), **quiet)  # "local": ours, never another run's
     return True
 
 
@@ -231,11 +232,19 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
 
 def _run_claimed(pending: list[RunSpec], store: ResultStore, options: RunnerOptions, summary: RunSummary,
                  leases: RunLeases) -> None:
+    # the embedded cluster and Tune write under a folder of this run, removed at the end (and by
+    # the next run, should this one be killed)
+    with Scratch() as scratch:
+        _run_on_ray(pending, store, options, summary, leases, scratch)
+
+
+def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptions, summary: RunSummary,
+                leases: RunLeases, scratch: Path) -> None:
     cache = ArtifactCache(options.cache_root)
     git_commit(), versions()  # provenance as of the launch: later edits to the checkout do not leak into rows
     # longest first: the full-data references dominate a grid's makespan on a small machine
     jobs = sorted(group_jobs(pending), key=lambda job: job.ipc is not None)
-    started = _init_ray(options.address)
+    started = _init_ray(options.address, scratch)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     import ray
@@ -257,21 +266,21 @@ def _run_claimed(pending: list[RunSpec], store: ResultStore, options: RunnerOpti
             _prepare(jobs, cache, progress)
             trainable = tune.with_resources(
                 tune.with_parameters(_trainable(), jobs=[j.to_json() for j in jobs]), resources)
-            with tempfile.TemporaryDirectory(prefix="bench-tune-") as tune_dir:
-                tuner = tune.Tuner(
-                    trainable,
-                    param_space={"job_index": tune.grid_search(list(range(len(jobs)))),
-                                 "threads": max(1, int(options.cpus_per_trial)), **place},
-                    # one worker process serves trial after trial: imports and the loaded backbone are
-                    # paid once per worker, not per trial (every trial seeds what it draws)
-                    tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
-                    run_config=tune.RunConfig(
-                        name="bench", storage_path=tune_dir, verbose=0,
-                        failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
-                        callbacks=[_StoreCallback(store, jobs, progress, summary, leases)],
-                    ),
-                )
-                tuner.fit()
+            tune_dir = str(scratch / "tune")
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"job_index": tune.grid_search(list(range(len(jobs)))),
+                             "threads": max(1, int(options.cpus_per_trial)), **place},
+                # one worker process serves trial after trial: imports and the loaded backbone are
+                # paid once per worker, not per trial (every trial seeds what it draws)
+                tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name="bench", storage_path=tune_dir, verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+                    callbacks=[_StoreCallback(store, jobs, progress, summary, leases)],
+                ),
+            )
+            tuner.fit()
     finally:
         if started:
             ray.shutdown()
