@@ -239,6 +239,15 @@ class ArtifactCache:
             raise
         return data
 
+    def discard(self, kind: str, key: str, suffix: str = RECORD) -> None:
+        """Delete a file and its sidecar, if present."""
+        if not self.path(kind, key, suffix).parent.is_dir():
+            return
+        with self._locked(kind, key, exclusive=True):
+            for p in (self.path(kind, key, suffix), self._sidecar(kind, key)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
     def get_or_build(
         self, kind: str, key: str, build: Callable[[], Any], meta: dict | None = None
     ) -> Any:

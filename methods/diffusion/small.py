@@ -16,6 +16,7 @@ from core.artifacts import ArtifactCache, content_key
 from core.errors import BenchError
 from core.registry import Registry
 from methods.diffusion.backbone import FITS, Backbone, ProgressFn, check_resolution, downsampling, no_progress
+from methods.diffusion.checkpoint import LoopCheckpoint
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder, load_minilm, minilm_version
 from methods.diffusion.training import Optim, own_label_dropout_off, train_denoiser, train_vae
@@ -194,14 +195,15 @@ def _cpu_state(model: torch.nn.Module) -> dict:
 
 
 def _train_autoencoder(data, recipe: SmallRecipe, text: TextEncoder, device: torch.device,
-                       progress: ProgressFn) -> dict:
+                       progress: ProgressFn, checkpoint: LoopCheckpoint) -> dict:
     """Train the VAE and fix its latent scale; returns the record the cache stores under the backbone key."""
     vae, _, _ = _fresh_models(data, recipe, text)
     sched = scheduler_config(recipe)
     ctx = DiffusionContext.for_dataset(Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched,
                                                 fit=recipe.fit), data)
     images = torch.cat([ctx.to_vae_input(chunk) for chunk in data.train.float_images().split(4096)])
-    vae_run = train_vae(vae, images, recipe.vae.optim, recipe.vae.kl_weight, recipe.seed, progress)
+    vae_run = train_vae(vae, images, recipe.vae.optim, recipe.vae.kl_weight, recipe.seed, progress,
+                        checkpoint=checkpoint)
     del images
     t0 = time.perf_counter()
     progress("encode", 0, 1)
@@ -222,7 +224,7 @@ def _train_autoencoder(data, recipe: SmallRecipe, text: TextEncoder, device: tor
 
 
 def _train_denoiser(kind: str, data, recipe: SmallRecipe, text: TextEncoder, vae: AutoencoderKL,
-                    sched: dict, device: torch.device, progress: ProgressFn) -> dict:
+                    sched: dict, device: torch.device, progress: ProgressFn, checkpoint: LoopCheckpoint) -> dict:
     """Train the class DiT (``kind="class"``) or the MiniLM-conditioned UNet (``"text"``) on the
     scaled latents of the trained VAE; returns its record."""
     _, dit, unet = _fresh_models(data, recipe, text)
@@ -254,7 +256,7 @@ def _train_denoiser(kind: str, data, recipe: SmallRecipe, text: TextEncoder, vae
 
         model, part, dropout, seed, name = unet, recipe.unet, recipe.unet.text_dropout, recipe.seed + 2, "text UNet"
     ema, run = train_denoiser(model, latents, noise_scheduler, forward, part.optim, dropout, part.ema_decay, seed,
-                              progress, name)
+                              progress, name, checkpoint=checkpoint)
     return {"config": _config(ema), "state_dict": _cpu_state(ema), "seconds": run.seconds,
             "final_loss": run.final_loss}
 
@@ -298,8 +300,8 @@ def load_small_backbone(data, *, cache: ArtifactCache | None, device: torch.devi
     key = backbone_key(data, recipe)
     text = load_minilm(recipe.text_max_length, device)
     meta = {"recipe": recipe.name, "dataset": data.name, "family": "small"}
-    state, cached = _cached_part(cache, ARTIFACT_KIND, key, lambda: _train_autoencoder(data, recipe, text, device,
-                                                                                        progress),
+    state, cached = _cached_part(cache, ARTIFACT_KIND, key, lambda: _train_autoencoder(
+        data, recipe, text, device, progress, LoopCheckpoint(cache, f"{key}-vae")),
                                   meta | {"denoisers": "separate"})
     configs, weights = state["configs"], state["state_dicts"]
     vae = _from_state(AutoencoderKL, configs["vae"], weights["vae"])
@@ -313,7 +315,8 @@ def load_small_backbone(data, *, cache: ArtifactCache | None, device: torch.devi
         else:
             part, from_cache = _cached_part(
                 cache, DENOISER_KIND, denoiser_key(key, kind),
-                lambda: _train_denoiser(kind, data, recipe, text, vae, configs["scheduler"], device, progress),
+                lambda: _train_denoiser(kind, data, recipe, text, vae, configs["scheduler"], device, progress,
+                                        LoopCheckpoint(cache, denoiser_key(key, kind))),
                 meta | {"backbone": key, "denoiser": kind})
             cached = cached and from_cache
         model_class = DiTTransformer2DModel if kind == "class" else UNet2DConditionModel

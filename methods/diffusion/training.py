@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from methods.diffusion.backbone import ProgressFn
+from methods.diffusion.checkpoint import Batches, LoopCheckpoint
 
 if TYPE_CHECKING:  # diffusers takes seconds to import; `bench list` must not pay for it
     from diffusers import DDPMScheduler
@@ -59,6 +60,15 @@ class EMA:
         self.decay = decay
         self.ramp = ramp
         self.updates = 0
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "shadow": [t.detach().clone() for t in self.shadow]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        with torch.no_grad():
+            for kept, saved in zip(self.shadow, state["shadow"]):
+                kept.copy_(saved)
 
     @torch.no_grad()
     def update(self, current: Iterable[torch.Tensor]) -> None:
@@ -114,17 +124,12 @@ def _optimizer(model: nn.Module, optim: Optim) -> tuple[torch.optim.Optimizer, t
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _indices(n: int, batch_size: int, generator: torch.Generator):
-    while True:
-        yield from torch.randperm(n, generator=generator).split(batch_size)
-
-
 def _report_every(steps: int) -> int:
     return max(1, steps // 100)
 
 
 def train_vae(vae: nn.Module, images: torch.Tensor, optim: Optim, kl_weight: float, seed: int,
-              progress: ProgressFn, phase: str = "VAE") -> TrainResult:
+              progress: ProgressFn, phase: str = "VAE", checkpoint: LoopCheckpoint | None = None) -> TrainResult:
     """Train an AutoencoderKL in place on ``images`` (N x C x R x R in [-1, 1], on the device).
 
     Loss: pixel MSE of the reconstruction from a posterior sample, plus ``kl_weight`` times the
@@ -133,10 +138,13 @@ def train_vae(vae: nn.Module, images: torch.Tensor, optim: Optim, kl_weight: flo
     generator = torch.Generator().manual_seed(seed)
     opt, schedule = _optimizer(vae, optim)
     vae.train()
-    batches = _indices(images.shape[0], optim.batch_size, generator)
-    start, loss = time.perf_counter(), torch.tensor(float("nan"))
+    batches = Batches(images.shape[0], optim.batch_size, generator)
+    checkpoint = checkpoint or LoopCheckpoint(None, "")
+    parts = {"model": vae, "optimizer": opt, "schedule": schedule, "generator": generator, "batches": batches}
+    first, last_loss = checkpoint.resume(parts)
+    start, loss = time.perf_counter(), torch.tensor(last_loss)
     every = _report_every(optim.steps)
-    for step in range(optim.steps):
+    for step in range(first, optim.steps):
         x = images[next(batches).to(images.device)]
         posterior = vae.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device)
@@ -147,15 +155,17 @@ def train_vae(vae: nn.Module, images: torch.Tensor, optim: Optim, kl_weight: flo
         loss.backward()
         opt.step()
         schedule.step()
+        checkpoint.after_step(step + 1, float(loss.detach()), parts)
         if (step + 1) % every == 0 or step + 1 == optim.steps:
             progress(phase, step + 1, optim.steps)
+    checkpoint.finish()
     vae.eval()
     return TrainResult(optim.steps, time.perf_counter() - start, float(loss.detach()))
 
 
 def train_denoiser(model: nn.Module, latents: torch.Tensor, noise_scheduler: DDPMScheduler, forward: DenoiserStep,
                    optim: Optim, drop_prob: float, ema_decay: float, seed: int, progress: ProgressFn,
-                   phase: str) -> tuple[nn.Module, TrainResult]:
+                   phase: str, checkpoint: LoopCheckpoint | None = None) -> tuple[nn.Module, TrainResult]:
     """Train a denoiser to predict the noise added to ``latents``; returns its EMA copy.
 
     ``forward`` runs the model on a batch and knows how to condition it; the drop mask marks
@@ -168,10 +178,14 @@ def train_denoiser(model: nn.Module, latents: torch.Tensor, noise_scheduler: DDP
     ema = EMA(list(averaged.parameters()), ema_decay)
     model.train()
     device = latents.device
-    batches = _indices(latents.shape[0], optim.batch_size, generator)
-    start, loss = time.perf_counter(), torch.tensor(float("nan"))
+    batches = Batches(latents.shape[0], optim.batch_size, generator)
+    checkpoint = checkpoint or LoopCheckpoint(None, "")
+    parts = {"model": model, "average": averaged, "ema": ema, "optimizer": opt, "schedule": schedule,
+             "generator": generator, "batches": batches}
+    first, last_loss = checkpoint.resume(parts)
+    start, loss = time.perf_counter(), torch.tensor(last_loss)
     every = _report_every(optim.steps)
-    for step in range(optim.steps):
+    for step in range(first, optim.steps):
         idx = next(batches)
         batch = noised_batch(latents[idx.to(device)], noise_scheduler, drop_prob, generator)
         pred = forward(batch.noisy, batch.t, idx, batch.drop)
@@ -184,7 +198,9 @@ def train_denoiser(model: nn.Module, latents: torch.Tensor, noise_scheduler: DDP
         with torch.no_grad():
             for kept, buffer in zip(averaged.buffers(), model.buffers()):
                 kept.copy_(buffer)
+        checkpoint.after_step(step + 1, float(loss.detach()), parts)
         if (step + 1) % every == 0 or step + 1 == optim.steps:
             progress(phase, step + 1, optim.steps)
+    checkpoint.finish()
     model.eval()
     return averaged, TrainResult(optim.steps, time.perf_counter() - start, float(loss.detach()))
