@@ -36,6 +36,26 @@ def _seeds(text: str) -> tuple[int, ...]:
     return tuple(sorted({int(p) for p in parts}))
 
 
+STORAGE_HELP = ("a directory every node of the cluster mounts at the same path: used as the cache by the driver and "
+                "every trial, so nothing is transferred (default: trials on other nodes get the driver's artifacts "
+                "through Ray)")
+
+
+def _storage(args: argparse.Namespace) -> str | None:
+    """The shared storage directory of ``--storage``, absolute; refuses what it cannot be."""
+    value = getattr(args, "storage", None)
+    if value is None:
+        return None
+    if value.startswith("file://"):
+        value = value[len("file://"):]
+    elif "://" in value:
+        raise BenchError(f"--storage takes a directory that every node mounts at the same path, not '{value}'; "
+                         "mount the bucket (s3fs, gcsfuse) and pass the mount point")
+    if args.cache:
+        raise BenchError("give --cache or --storage, not both: with --storage the shared directory is the cache")
+    return str(Path(value).expanduser().resolve())
+
+
 def _add_paths(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="result store directory (default $BENCH_STORE or ./bench-results)")
     p.add_argument("--cache", help="artifact cache directory (default $BENCH_CACHE or ~/.cache/evlf-bench)")
@@ -63,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid(run)
     run.add_argument("--fresh", action="store_true", help="rerun runs that are already in the store")
     run.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
+    run.add_argument("--storage", help=STORAGE_HELP)
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
@@ -101,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", help="number of seeds or a comma list (default: the budget's)")
     ev.add_argument("--no-references", action="store_true")
     ev.add_argument("--address")
+    ev.add_argument("--storage", help=STORAGE_HELP)
     ev.add_argument("--cpus-per-trial", type=float, default=1.0)
     ev.add_argument("--gpus-per-trial", type=float, default=None)
     ev.add_argument("--fresh", action="store_true")
@@ -191,10 +213,13 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     from rich.markup import escape
 
     from benchmark.runner import RunnerOptions, check_address, cluster_address, run_grid
+    from core.artifacts import ArtifactCache
 
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise BenchError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
-    store, cache = _store(args), _cache(args)
+    storage = _storage(args)
+    store = _store(args)
+    cache = ArtifactCache(storage) if storage else _cache(args)
     address, origin = cluster_address(args.address)
     if address:
         check_address(address, origin)
@@ -207,7 +232,7 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
                   f"{', '.join(req.archs)}, {req.protocol}/{req.budget}, seeds {','.join(str(s) for s in sorted({r.seed for r in plan.runs}))})"))
     summary = run_grid(plan.runs, store, RunnerOptions(
         cache_root=str(cache.root), address=address, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, fresh=args.fresh))
+        gpus_per_trial=args.gpus_per_trial, fresh=args.fresh, shared_storage=storage is not None))
     if summary.elsewhere:
         holders = ", ".join(sorted(set(summary.elsewhere.values())))
         console.print(escape(f"{len(summary.elsewhere)} runs left to another bench run on this store that is doing "

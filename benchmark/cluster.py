@@ -145,6 +145,7 @@ class TrialPlace:
     cache_root: str  # the driver's cache
     driver_node: str | None = None  # None: no cluster of several nodes (the embedded one)
     server: str | None = None  # the CacheServer's actor name
+    storage_probe: str | None = None  # with --storage: a file the driver put in the shared directory
 
     def remote(self) -> bool:
         """Whether this process runs on another node than the driver's."""
@@ -155,6 +156,11 @@ class TrialPlace:
         return ray.get_runtime_context().get_node_id() != self.driver_node
 
     def cache(self) -> ArtifactCache:
+        if self.storage_probe is not None:
+            if not (Path(self.cache_root) / self.storage_probe).exists():
+                raise BenchError(f"node {describe_node()} does not see the shared storage {self.cache_root}: mount it "
+                                 "at the same path on every node, or run without --storage")
+            return ArtifactCache(self.cache_root)
         if not self.remote():
             return ArtifactCache(self.cache_root)
         import ray

@@ -2,6 +2,7 @@
 runs one trial per distillation job, and writes every row to the store as it arrives."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -36,6 +37,7 @@ class RunnerOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 when a GPU is visible, else 0
     fresh: bool = False
+    shared_storage: bool = False  # cache_root is a directory every node mounts at the same path
 
 
 @dataclass
@@ -53,6 +55,8 @@ class RunSummary:
 # many times; a method that raises is not retried (the trial records the error rows itself).
 # Rows are keyed by run hash, so a retried trial never leaves a duplicate.
 TRIAL_RETRIES = 2
+# Runs that no trial reported at all (neither a row nor an error) are run again this many times.
+ROUNDS_AFTER_LOSS = 1
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray process on 127.0.0.1
@@ -134,9 +138,9 @@ class _StoreCallback:
 
         class StoreCallback(Callback):
             def __init__(self, store: ResultStore, jobs: list[DistillJob], progress: GridProgress,
-                         summary: RunSummary, leases: RunLeases):
+                         summary: RunSummary, leases: RunLeases, written: set[str]):
                 self.store, self.jobs, self.progress, self.summary = store, jobs, progress, summary
-                self.leases = leases
+                self.leases, self.written = leases, written
                 self.reported: dict[str, set[str]] = {}
 
             def __getstate__(self) -> dict:
@@ -151,7 +155,7 @@ class _StoreCallback:
                 job = self._job(trial)
                 if "row" in result:
                     row: ResultRow = result["row"]
-                    self._write(row)
+                    self.write(row)
                     self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
                     self.progress.status(trial.trial_id, job.label(), f"finished {row.arch}")
                 elif result.get("warning"):
@@ -172,12 +176,13 @@ class _StoreCallback:
                 message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
                 for run in self._job(trial).runs:
                     if run.run_hash not in done:
-                        self._write(ResultRow.error(run, message))
+                        self.write(ResultRow.error(run, message))
                 self.progress.trial_done(trial.trial_id)
 
-            def _write(self, row: ResultRow) -> None:
+            def write(self, row: ResultRow) -> None:
                 self.store.put(row.stamped(git_commit(), versions(), time.time()))
                 self.leases.release([row.run_hash])
+                self.written.add(row.run_hash)
                 ok = row.status == "ok"
                 if ok:
                     self.summary.ok += 1
@@ -257,33 +262,64 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     place: dict[str, Any] = {"cache_root": str(cache.root)}
     try:
         check_fits(ray.nodes(), options.cpus_per_trial, gpus)
-        if options.address or not started:
+        if options.shared_storage:
+            # every trial uses the shared directory itself; a probe file tells a node that does not see it
+            probe = scratch.name + ".probe"
+            (cache.root / probe).write_text("the driver of a bench run on shared storage\n")
+            place["storage_probe"] = probe
+        elif options.address or not started:
             # a cluster that may hold other machines: their trials reach this cache through the server
             place["cache_server"] = SERVER_NAME.format(os.getpid())
             place["driver_node"] = ray.get_runtime_context().get_node_id()
             server = start_server(str(cache.root), place["cache_server"])  # noqa: F841 (alive while held)
         with GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
-            trainable = tune.with_resources(
-                tune.with_parameters(_trainable(), jobs=[j.to_json() for j in jobs]), resources)
-            tune_dir = str(scratch / "tune")
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"job_index": tune.grid_search(list(range(len(jobs)))),
-                             "threads": max(1, int(options.cpus_per_trial)), **place},
-                # one worker process serves trial after trial: imports and the loaded backbone are
-                # paid once per worker, not per trial (every trial seeds what it draws)
-                tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name="bench", storage_path=tune_dir, verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
-                    callbacks=[_StoreCallback(store, jobs, progress, summary, leases)],
-                ),
-            )
-            tuner.fit()
+            written: set[str] = set()
+            for attempt in range(1 + ROUNDS_AFTER_LOSS):
+                callback = _StoreCallback(store, jobs, progress, summary, leases, written)
+                _fit(jobs, resources, {"threads": max(1, int(options.cpus_per_trial)), **place},
+                     scratch / f"tune-{attempt}", callback)
+                jobs = unreported(jobs, written)
+                if not jobs:
+                    break
+                summary.retried += len(jobs)
+                progress.warn("grid", f"{sum(len(j.runs) for j in jobs)} runs came back from no trial; running them again")
+            for job in jobs:  # still unreported: recorded as failed, never silently lost
+                for run in job.runs:
+                    callback.write(ResultRow.error(run, f"no trial reported it ({1 + ROUNDS_AFTER_LOSS} tries)"))
     finally:
         if started:
             ray.shutdown()
+        if "storage_probe" in place:
+            (cache.root / place["storage_probe"]).unlink(missing_ok=True)
+
+
+def _fit(jobs: list[DistillJob], resources: dict[str, float], config: dict[str, Any], tune_dir: Path,
+         callback: Any) -> None:
+    """One Ray Tune experiment: a trial per job."""
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(_trainable(), jobs=[j.to_json() for j in jobs]), resources)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job_index": tune.grid_search(list(range(len(jobs)))), **config},
+        # one worker process serves trial after trial: imports and the loaded backbone are
+        # paid once per worker, not per trial (every trial seeds what it draws)
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="bench", storage_path=str(tune_dir), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+            callbacks=[callback],
+        ),
+    )
+    tuner.fit()
+
+
+def unreported(jobs: list[DistillJob], written: set[str]) -> list[DistillJob]:
+    """The jobs, cut to their runs that no trial reported (a trial can end without them when its
+    worker is lost at the wrong moment)."""
+    left = [dataclasses.replace(job, runs=tuple(r for r in job.runs if r.run_hash not in written)) for job in jobs]
+    return [job for job in left if job.runs]
 
 
 def check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:

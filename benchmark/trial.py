@@ -164,6 +164,7 @@ def tune_trainable(config: dict[str, Any], jobs: list[dict[str, Any]] | None = N
 
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     job = DistillJob.from_json(jobs[config["job_index"]])
-    place = TrialPlace(config["cache_root"], config.get("driver_node"), config.get("cache_server"))
+    place = TrialPlace(config["cache_root"], config.get("driver_node"), config.get("cache_server"),
+                       config.get("storage_probe"))
     execute_job(job, place, device, lambda metrics: tune.report(metrics))
     tune.report({"phase": "done", "done": True})

@@ -29,6 +29,8 @@ from benchmark.cli import main
         (["run", "--datasets", "fashion-mnist[root=/nonexistent/fm]"], "/nonexistent/fm"),
         (["run", "--methods", "random", "--datasets", "digits", "--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
         (["run", "--methods", ""], "--methods is empty"),  # never the whole default grid
+        (["run", "--methods", "random", "--storage", "s3://bucket/bench"], "mount the bucket (s3fs, gcsfuse)"),
+        (["run", "--methods", "random", "--storage", "/tmp/a", "--cache", "/tmp/b"], "give --cache or --storage"),
         (["run", "--datasets", " , "], "--datasets is empty"),
         (["run", "--ipc", ""], "--ipc is empty"),
         (["run", "--archs", ""], "--archs is empty"),

@@ -116,3 +116,18 @@ def test_a_grid_runs_on_a_node_without_the_data_or_the_drivers_cache(two_nodes, 
     assert scored.returncode == 0, scored.stderr[-3000:]
     again = {r["method"]: r for r in json.loads(bench("results", "--json").stdout)}
     assert again["external:sent"]["test_acc"] == again["dit[recipe=smoke]"]["test_acc"]
+
+
+def test_with_shared_storage_every_node_uses_it_and_nothing_is_transferred(two_nodes, bench_env, tmp_path):
+    address, auth, node_cache = two_nodes
+    node_files = sorted(node_cache.rglob("*"))
+    shared = tmp_path / "shared"
+    run = bench("run", "--address", address, "--storage", str(shared), "--methods", "herding", "--datasets", "digits",
+                "--ipc", "1", "--archs", "convnet3", "--seeds", "1", "--budget", "smoke", "--no-references",
+                "--no-leaderboard", extra_env=auth, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = json.loads(bench("results", "--json").stdout)
+    assert row["status"] == "ok" and "Ray node" in row["metrics"]["node"]
+    assert sorted(node_cache.rglob("*")) == node_files  # the node's own cache was not touched
+    assert list((shared / "distilled").glob("*.safetensors")) and list((shared / "teacher").glob("*.safetensors"))
+    assert not list(shared.glob("*.probe"))

@@ -1,0 +1,108 @@
+"""Soak test of the runner under faults: a real `bench run` of N runs while trial workers are
+killed at random (and, with --kill-driver, the driver once, then the grid run again), and a count
+of what came out.
+
+    python benchmarks/soak.py --runs 40 --kill-every 3 --seed 0
+
+Prints runs planned, kills made, trials retried, runs completed, lost (planned, not in the store)
+and duplicated (rows reported done more often than there are distinct rows). Target: 0 lost,
+0 duplicated. Uses its own temporary store and cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from procs import cmdline, descendants  # noqa: E402
+
+TRIAL = "ray::ImplicitFunc"  # the process title of a Tune function trial's worker
+
+
+def _grid(runs: int) -> list[str]:
+    seeds = 2
+    ipcs = ",".join(str(i) for i in range(1, runs // seeds + 1))
+    return ["run", "--methods", "random", "--datasets", "digits", "--ipc", ipcs, "--archs", "convnet3",
+            "--seeds", str(seeds), "--budget", "smoke", "--no-references", "--no-leaderboard"]
+
+
+def _bench(args: list[str], env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _soak(driver: subprocess.Popen, rng: random.Random, every: float, kill_driver_after: float | None) -> tuple[int, bool]:
+    """Kill a random trial worker every ``every`` seconds on average; returns (kills, driver killed)."""
+    kills, started = 0, time.monotonic()
+    while driver.poll() is None:
+        time.sleep(rng.expovariate(1 / every))
+        if kill_driver_after is not None and time.monotonic() - started > kill_driver_after:
+            driver.kill()
+            return kills, True
+        workers = [p for p in descendants(driver.pid) if cmdline(p).startswith(TRIAL)]
+        if workers:
+            try:
+                os.kill(rng.choice(workers), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+    return kills, False
+
+
+def _done(out: str) -> tuple[int, int]:
+    """(runs done, trials retried) from a `bench run` summary line."""
+    done = re.search(r"(\d+) runs done", out)
+    retried = re.search(r"(\d+) trials retried", out)
+    return int(done.group(1)) if done else 0, int(retried.group(1)) if retried else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=40, help="runs in the grid (even)")
+    parser.add_argument("--kill-every", type=float, default=3.0, help="mean seconds between worker kills")
+    parser.add_argument("--kill-driver", type=float, default=None, metavar="S",
+                        help="also kill the driver S seconds in, then run the grid again")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="soak-") as work:
+        env = dict(os.environ, BENCH_STORE=f"{work}/store", BENCH_CACHE=f"{work}/cache")
+        grid = _grid(args.runs)
+        start = time.perf_counter()
+        driver = _bench(grid, env)
+        kills, driver_killed = _soak(driver, rng, args.kill_every, args.kill_driver)
+        out, _ = driver.communicate()
+        done, retried = _done(out)
+        if driver_killed:  # whatever it finished is in the store; the rerun does the rest, unharmed
+            again = _bench(grid, env)
+            out, err = again.communicate()
+            more, more_retried = _done(out)
+            done, retried = done + more, retried + more_retried
+        rows = json.loads(subprocess.run([sys.executable, "-m", "benchmark.cli", "results", "--json"], env=env,
+                                         capture_output=True, text=True, check=True).stdout)
+        if driver_killed:  # runs done before the kill were not counted by a summary line
+            done = max(done, len({r["run_hash"] for r in rows}))
+        ok = {r["run_hash"] for r in rows if r["status"] == "ok"}
+        planned = (args.runs // 2) * 2
+        if len(ok) < planned:  # say which, and what the driver said, so a loss can be traced
+            have = {(r["ipc"], r["seed"]) for r in rows if r["status"] == "ok"}
+            missing = [(i, s) for i in range(1, planned // 2 + 1) for s in range(2) if (i, s) not in have]
+            print(f"missing (ipc, seed): {missing}\n--- driver stdout\n{out[-3000:]}", file=sys.stderr)
+        print(json.dumps({"runs": planned, "worker_kills": kills, "driver_killed": driver_killed,
+                          "retried": retried, "completed": len(ok), "lost": planned - len(ok),
+                          "duplicated": done - len({r["run_hash"] for r in rows}),
+                          "failed_rows": sum(r["status"] != "ok" for r in rows),
+                          "seconds": round(time.perf_counter() - start, 1)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
