@@ -28,7 +28,10 @@ from core.artifacts import RECORD, ArtifactCache, default_cache_root
 from core.datasets import Dataset, load_dataset
 from core.datasets import bundle
 from core.errors import BenchError
+from methods.diffusion.checkpoint import KIND as CHECKPOINT_KIND
 
+# What a node saves that stays on it: a training loop's checkpoints are of use only where it runs.
+NODE_KINDS = frozenset({CHECKPOINT_KIND})
 CHUNK = 32 << 20  # bytes per object-store transfer: a large model never crosses as one object
 SERVER_NAME = "evlf-bench-cache-{}"  # one per driver process
 NAMESPACE = "evlf-bench"  # Ray namespace of the server, where trials look it up
@@ -121,7 +124,8 @@ class NodeCache(ArtifactCache):
 
     def save(self, kind: str, key: str, obj: Any, meta: dict | None = None) -> Path:
         path = super().save(kind, key, obj, meta)
-        self.send(kind, key)
+        if kind not in NODE_KINDS:
+            self.send(kind, key)
         return path
 
     def send(self, kind: str, key: str, suffix: str = RECORD) -> None:

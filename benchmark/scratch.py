@@ -19,6 +19,8 @@ from pathlib import Path
 PREFIX = "bench-ray-"
 OWNER = "driver"  # the file naming the driver: "<pid> <start time>"
 PROC = Path("/proc")
+# Ray's socket paths under the folder must fit in the 107 bytes of a unix socket address
+MAX_BASE = 40
 
 
 def _start_time(pid: int) -> str | None:
@@ -86,6 +88,8 @@ class Scratch:
 
     def __init__(self, base: Path | None = None):
         self.base = Path(base or tempfile.gettempdir())
+        if len(str(self.base)) > MAX_BASE and Path("/tmp").is_dir():
+            self.base = Path("/tmp")
         self.folder: Path | None = None
 
     def __enter__(self) -> Path:

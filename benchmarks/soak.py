@@ -35,9 +35,10 @@ def _grid(runs: int) -> list[str]:
             "--seeds", str(seeds), "--budget", "smoke", "--no-references", "--no-leaderboard"]
 
 
-def _bench(args: list[str], env: dict, **kw) -> subprocess.Popen:
+def _bench(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`bench` with its output in a file: a pipe nobody reads while it runs would fill and stop it."""
     return subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
 def _soak(driver: subprocess.Popen, rng: random.Random, every: float, kill_driver_after: float | None) -> tuple[int, bool]:
@@ -78,13 +79,14 @@ def main() -> None:
         env = dict(os.environ, BENCH_STORE=f"{work}/store", BENCH_CACHE=f"{work}/cache")
         grid = _grid(args.runs)
         start = time.perf_counter()
-        driver = _bench(grid, env)
+        driver = _bench(grid, env, Path(work) / "first.log")
         kills, driver_killed = _soak(driver, rng, args.kill_every, args.kill_driver)
-        out, _ = driver.communicate()
+        driver.wait()
+        out = (Path(work) / "first.log").read_text()
         done, retried = _done(out)
         if driver_killed:  # whatever it finished is in the store; the rerun does the rest, unharmed
-            again = _bench(grid, env)
-            out, err = again.communicate()
+            _bench(grid, env, Path(work) / "again.log").wait()
+            out = (Path(work) / "again.log").read_text()
             more, more_retried = _done(out)
             done, retried = done + more, retried + more_retried
         rows = json.loads(subprocess.run([sys.executable, "-m", "benchmark.cli", "results", "--json"], env=env,

@@ -38,6 +38,7 @@ log = logging.getLogger("core.artifacts")
 KEY_LENGTH = 20
 RECORD = ".safetensors"
 LEGACY = ".pt"  # records of harness versions before safetensors: ignored, removed when rebuilt
+SUFFIXES = frozenset({RECORD, ".npy", ".json", LEGACY})
 # kind and key become path parts: refuse separators, "..", and hidden names.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 
@@ -83,6 +84,8 @@ class ArtifactCache:
 
     def path(self, kind: str, key: str, suffix: str = RECORD) -> Path:
         """Where the record (``.safetensors``) or array (``.npy``) of this kind and key lives (whether or not it exists)."""
+        if suffix not in SUFFIXES:  # it ends a path too: never a separator or ".."
+            raise ValueError(f"invalid artifact suffix {suffix!r}: one of {sorted(SUFFIXES)}")
         for what, name in (("kind", kind), ("key", key)):
             if not _NAME.match(name):
                 raise ValueError(f"invalid artifact {what} {name!r}: use letters, digits, _ . = + -")

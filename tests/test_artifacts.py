@@ -331,3 +331,11 @@ def test_a_file_from_another_cache_is_installed_only_if_it_arrives_intact(tmp_pa
     receiver.install("teacher", "k1", ".safetensors", record, lambda tmp: tmp.write_bytes(payload))
     assert torch.equal(receiver.load("teacher", "k1")["w"], torch.arange(6.0))
     assert receiver.meta("teacher", "k1") == sender.meta("teacher", "k1")  # the sender's record, unchanged
+
+
+def test_a_suffix_never_leads_out_of_the_cache(tmp_path):
+    """The cache server takes kind, key and suffix from trials: none of them can name another path."""
+    cache = ArtifactCache(tmp_path)
+    for kind, key, suffix in (("teacher", "k", "/../../x"), ("teacher", "..", ".npy"), ("../t", "k", ".json")):
+        with pytest.raises(ValueError, match="invalid artifact"):
+            cache.path(kind, key, suffix)
