@@ -78,6 +78,13 @@ class MinimaxLoss:
         self.past.push(x0_hat, labels)
         return self.rep_weight * rep + self.div_weight * div
 
+    def state_dict(self) -> dict:
+        """The memories, for a fine-tuning checkpoint."""
+        return {"real": list(self.real.queues), "past": list(self.past.queues)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.real.queues, self.past.queues = list(state["real"]), list(state["past"])
+
 
 @dataclass(frozen=True)
 class MinimaxOptions(DiffusionOptions):

@@ -72,3 +72,33 @@ def test_batches_draw_what_an_epoch_split_draws_and_resume_mid_epoch():
     again.load_state_dict(state)
     got += [next(again) for _ in range(5)]
     assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)
+
+
+def _finetune_run(cache, progress):
+    from methods.diffusion.finetune import FinetuneConfig, finetune
+    from methods.minimax import MinimaxLoss
+
+    torch.manual_seed(0)
+    _, dit, _ = build_models(RECIPES.get("smoke"), channels=1, num_classes=3, text_dim=8)
+    latents = torch.randn(32, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(3).repeat(11)[:32]
+    from methods.diffusion.small import scheduler_config
+
+    model, log = finetune(dit, latents, labels, scheduler_config(RECIPES.get("smoke")),
+                          FinetuneConfig(steps=12, batch_size=8, lr=1e-2, ema_decay=0.5), null_label=3,
+                          extra_loss=MinimaxLoss(3, 4, 0.002, 0.008), progress=progress,
+                          checkpoint=LoopCheckpoint(cache, "ft", every_s=0.0))
+    return model.state_dict(), log
+
+
+def test_fine_tuning_killed_midway_resumes_to_the_same_weights_and_memories(tmp_path):
+    whole, whole_log = _finetune_run(None, lambda *a: None)
+    cache = ArtifactCache(tmp_path)
+    seen: list[int] = []
+    with pytest.raises(Killed):
+        _finetune_run(cache, _killer(5, seen))
+    resumed, log = _finetune_run(cache, _killer(-1, seen))
+    assert seen == list(range(1, 13))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert log["final_loss"] == whole_log["final_loss"] and log["first_loss"] == whole_log["first_loss"]
+    assert not list((tmp_path / KIND).glob("*.safetensors"))

@@ -269,3 +269,25 @@ def test_recomputing_large_attention_maps_leaves_the_gradients_unchanged(monkeyp
     monkeypatch.setattr(fusion, "RECOMPUTE_ABOVE_BYTES", 0)
     monkeypatch.setattr(fusion, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
     assert torch.equal(gradients(), kept) and len(calls) == 2  # both layers were recomputed
+
+
+def test_fusion_training_killed_midway_resumes_to_the_same_module(dctx, data, tmp_path):
+    """Dropout draws from the global RNG inside the loop: the checkpoint carries it too."""
+    from methods.diffusion.checkpoint import KIND, LoopCheckpoint
+
+    options = dataclasses.replace(SMOKE_OPTIONS, train_steps=12)
+    whole = train_fusion(dctx, data, options)
+    cache, seen = ArtifactCache(tmp_path), []
+
+    def kill_at_five(phase, step, steps):
+        seen.append(step)
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_fusion(dctx, data, options, kill_at_five, LoopCheckpoint(cache, "fusion", every_s=0.0))
+    resumed = train_fusion(dctx, data, options, lambda *a: seen.append(a[1]), LoopCheckpoint(cache, "fusion", every_s=0.0))
+    assert seen == list(range(1, 13))
+    assert all(torch.equal(whole.state_dict[k], resumed.state_dict[k]) for k in whole.state_dict)
+    assert resumed.diagnostics.curve == whole.diagnostics.curve
+    assert not list((tmp_path / KIND).glob("*.safetensors"))

@@ -9,6 +9,7 @@ the weights an uninterrupted run gives. The checkpoint is deleted when the loop 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,13 +26,14 @@ class Batches:
     """Index batches over ``n`` items, each epoch a new permutation from ``generator``: the same
     draws as ``torch.randperm(n).split(batch_size)`` epoch after epoch, with a state to resume from."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):
         self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.end = n - n % batch_size if drop_last else n  # with drop_last a short remainder is skipped
         self.perm: torch.Tensor | None = None
         self.pos = 0
 
     def __next__(self) -> torch.Tensor:
-        if self.perm is None or self.pos >= self.n:
+        if self.perm is None or self.pos >= self.end:
             self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
         batch = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
@@ -44,13 +46,30 @@ class Batches:
         self.perm, self.pos = state["perm"], int(state["pos"])
 
 
+class GlobalRNG:
+    """torch's global random state (dropout and initialisation draw from it) as a checkpoint part."""
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"cpu": torch.get_rng_state(), "cuda": list(cuda)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _state(obj: Any) -> Any:
     if isinstance(obj, torch.Generator):
         return obj.get_state()
     if isinstance(obj, torch.optim.Optimizer):
         state = obj.state_dict()  # parameter indices as keys: strings in the file
         return {"state": {str(k): v for k, v in state["state"].items()}, "param_groups": state["param_groups"]}
-    return obj.state_dict()
+    if hasattr(obj, "state_dict"):  # modules, schedules, batch orders, EMAs, loss memories
+        return obj.state_dict()
+    if dataclasses.is_dataclass(obj):  # a record of lists (a loss curve)
+        return dataclasses.asdict(obj)
+    return [t.detach().clone() for t in obj]  # a list of tensors (trained parameters): their values
 
 
 def _restore(obj: Any, state: Any) -> None:
@@ -59,8 +78,15 @@ def _restore(obj: Any, state: Any) -> None:
     elif isinstance(obj, torch.optim.Optimizer):
         obj.load_state_dict({"state": {int(k): v for k, v in state["state"].items()},
                              "param_groups": [dict(g) for g in state["param_groups"]]})
-    else:  # modules, schedules, batch orders
+    elif hasattr(obj, "load_state_dict"):
         obj.load_state_dict(state)
+    elif dataclasses.is_dataclass(obj):
+        for name, value in state.items():
+            setattr(obj, name, value)
+    else:
+        with torch.no_grad():
+            for kept, saved in zip(obj, state, strict=True):
+                kept.copy_(saved)
 
 
 class LoopCheckpoint:

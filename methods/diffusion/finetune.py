@@ -22,7 +22,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from core.artifacts import ArtifactCache, content_key
 from methods.diffusion.backbone import ProgressFn, no_progress
+from methods.diffusion.checkpoint import LoopCheckpoint
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.training import EMA, noised_batch, own_label_dropout_off
 
@@ -40,6 +41,13 @@ SCALES = ("block", "channel")
 
 # (x0_hat, clean latents z0, labels) -> a scalar added to the diffusion loss
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LossHistory:
+    """The loss of every fine-tuning step (its log reports the first and last 50)."""
+
+    values: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -200,7 +208,8 @@ def vb_term(scheduler, z0: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, e
 
 def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, scheduler_config: dict,
              config: FinetuneConfig, null_label: int, extra_loss: ExtraLoss | None = None,
-             progress: ProgressFn = no_progress) -> tuple[nn.Module, dict[str, Any]]:
+             progress: ProgressFn = no_progress, checkpoint: LoopCheckpoint | None = None
+             ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune a copy of a class DiT on (latents, labels); returns the EMA model and a log."""
     from diffusers import DDPMScheduler
 
@@ -226,10 +235,17 @@ def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, sche
     generator = torch.Generator().manual_seed(config.seed)
     latents, labels = latents.to(device), labels.to(device)
     channels = latents.shape[1]
-    losses: list[float] = []
+    history = LossHistory()
+    losses = history.values
+    checkpoint = checkpoint or LoopCheckpoint(None, "")
+    parts = {"trained": trained, "optimizer": opt, "ema": ema, "generator": generator, "losses": history}
+    if extra_loss is not None and hasattr(extra_loss, "state_dict"):
+        parts["extra_loss"] = extra_loss
+    first, _ = checkpoint.resume(parts)
+    losses = history.values
     start = time.perf_counter()
     every = max(1, config.steps // 100)
-    for step in range(config.steps):
+    for step in range(first, config.steps):
         idx = torch.randint(latents.shape[0], (config.batch_size,), generator=generator).to(device)
         z0, y = latents[idx], labels[idx]
         batch = noised_batch(z0, scheduler, config.label_dropout, generator)
@@ -246,8 +262,10 @@ def finetune(model: nn.Module, latents: torch.Tensor, labels: torch.Tensor, sche
         opt.step()
         ema.update(trained)
         losses.append(float(loss.detach()))
+        checkpoint.after_step(step + 1, losses[-1], parts)
         if (step + 1) % every == 0 or step + 1 == config.steps:
             progress("fine-tune denoiser", step + 1, config.steps)
+    checkpoint.finish()
     with torch.no_grad():
         for p, averaged in zip(trained, ema.shadow):
             p.copy_(averaged)
@@ -276,12 +294,14 @@ def get_finetuned(dctx: DiffusionContext, data, config: FinetuneConfig, loss_con
     base = dctx.backbone.denoiser("class")
     key = content_key({"backbone": dctx.backbone.key, "hook": dctx.hook_id, "data": data.fingerprint(),
                        "config": dataclasses.asdict(config), "loss": loss_config, "version": VERSION})
-    state = cache.load(KIND, key) if cache is not None and dctx.backbone.key else None
+    keyed = cache is not None and bool(dctx.backbone.key)
+    state = cache.load(KIND, key) if keyed else None
     if state is None:
         model, log = finetune(base, latents, labels, dctx.backbone.scheduler_config, config,
-                              dctx.backbone.null_class, make_loss(), progress)
+                              dctx.backbone.null_class, make_loss(), progress,
+                              LoopCheckpoint(cache, key) if keyed else None)
         state = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "log": log}
-        if cache is not None and dctx.backbone.key:
+        if keyed:
             cache.save(KIND, key, state, meta={"dataset": data.name, "hook": dctx.hook_id, "loss": loss_config})
         return model, {**log, "key": key, "cached": False}
     model = copy.deepcopy(base)

@@ -23,6 +23,7 @@ from core.artifacts import ArtifactCache, content_key
 from core.datasets.base import Dataset
 from core.errors import BenchError
 from methods.diffusion.backbone import ProgressFn, no_progress
+from methods.diffusion.checkpoint import Batches, GlobalRNG, LoopCheckpoint
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder
 from methods.evlf.diagnostics import FusionDiagnostics, HeldOutFigures, LossCurve, held_out_figures
@@ -206,14 +207,6 @@ def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index batches of a fresh permutation per epoch; a short remainder is dropped."""
-    size = min(batch_size, n)
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        yield from perm[: n - n % size].split(size)
-
-
 def augment_text(tokens: torch.Tensor, options: EVLFOptions, generator: torch.Generator) -> torch.Tensor:
     """Per batch: all zeros with probability ``null_text_p``, else element dropout plus noise."""
     if float(torch.rand((), generator=generator)) < options.null_text_p:
@@ -252,7 +245,7 @@ def _held_out(dctx: DiffusionContext, data: Dataset, module: FusionModule, proje
 
 
 def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | None = None,
-                 progress: ProgressFn = no_progress) -> TrainedFusion:
+                 progress: ProgressFn = no_progress, checkpoint: LoopCheckpoint | None = None) -> TrainedFusion:
     """Train a fusion module (and its throw-away projector) on ``data.train``; measure it on
     held-out test images. Encoder and text encoder stay frozen."""
     options = options or EVLFOptions()
@@ -272,8 +265,13 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
                                        {"params": projector.parameters(), "lr": options.projector_lr}],
                                       weight_decay=options.weight_decay)
         params = [*module.parameters(), *projector.parameters()]
-        batches = _batches(len(labels), options.train_batch, generator)
-        for step in range(options.train_steps):
+        # a fresh permutation per epoch; a short remainder is dropped
+        batches = Batches(len(labels), min(options.train_batch, len(labels)), generator, drop_last=True)
+        checkpoint = checkpoint or LoopCheckpoint(None, "")
+        parts = {"module": module, "projector": projector, "optimizer": optimizer, "generator": generator,
+                 "batches": batches, "global_rng": GlobalRNG(), "curve": curve}
+        first, _ = checkpoint.resume(parts)
+        for step in range(first, options.train_steps):
             idx = next(batches)
             x = images[idx].float().div_(255.0)
             # Flip the images, then encode them, every step: the VAE is not flip-equivariant, so
@@ -294,8 +292,10 @@ def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | N
             optimizer.step()
             if step % every == 0 or step + 1 == options.train_steps:
                 curve.record(step, float(nce.detach()), float(mse.detach()), weight, float(loss.detach()))
+            checkpoint.after_step(step + 1, float(loss.detach()), parts)
             if (step + 1) % every == 0 or step + 1 == options.train_steps:
                 progress("EVLF fusion", step + 1, options.train_steps)
+        checkpoint.finish()
         module.eval()
         projector.eval()
         seconds = time.perf_counter() - start
@@ -323,7 +323,9 @@ def get_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | Non
     trained = load_fusion(dctx, data, options, cache)
     if trained is not None:
         return trained
-    trained = train_fusion(dctx, data, options, progress)
+    keyed = cache is not None and dctx.backbone.key
+    trained = train_fusion(dctx, data, options, progress,
+                           LoopCheckpoint(cache, fusion_key(dctx, data, options)) if keyed else None)
     if cache is not None and dctx.backbone.key:
         cache.save(ARTIFACT_KIND, trained.key, trained.to_state(),
                    meta={"dataset": data.name, "backbone": dctx.backbone.name, **trained.diagnostics.summary()})
