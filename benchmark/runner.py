@@ -2,7 +2,6 @@
 runs one trial per distillation job, and writes every row to the store as it arrives."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -55,8 +54,6 @@ class RunSummary:
 # many times; a method that raises is not retried (the trial records the error rows itself).
 # Rows are keyed by run hash, so a retried trial never leaves a duplicate.
 TRIAL_RETRIES = 2
-# Runs that no trial reported at all (neither a row nor an error) are run again this many times.
-ROUNDS_AFTER_LOSS = 1
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray process on 127.0.0.1
@@ -138,9 +135,9 @@ class _StoreCallback:
 
         class StoreCallback(Callback):
             def __init__(self, store: ResultStore, jobs: list[DistillJob], progress: GridProgress,
-                         summary: RunSummary, leases: RunLeases, written: set[str]):
+                         summary: RunSummary, leases: RunLeases):
                 self.store, self.jobs, self.progress, self.summary = store, jobs, progress, summary
-                self.leases, self.written = leases, written
+                self.leases = leases
                 self.reported: dict[str, set[str]] = {}
 
             def __getstate__(self) -> dict:
@@ -182,7 +179,6 @@ class _StoreCallback:
             def write(self, row: ResultRow) -> None:
                 self.store.put(row.stamped(git_commit(), versions(), time.time()))
                 self.leases.release([row.run_hash])
-                self.written.add(row.run_hash)
                 ok = row.status == "ok"
                 if ok:
                     self.summary.ok += 1
@@ -274,19 +270,8 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
             server = start_server(str(cache.root), place["cache_server"])  # noqa: F841 (alive while held)
         with GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
-            written: set[str] = set()
-            for attempt in range(1 + ROUNDS_AFTER_LOSS):
-                callback = _StoreCallback(store, jobs, progress, summary, leases, written)
-                _fit(jobs, resources, {"threads": max(1, int(options.cpus_per_trial)), **place},
-                     scratch / f"tune-{attempt}", callback)
-                jobs = unreported(jobs, written)
-                if not jobs:
-                    break
-                summary.retried += len(jobs)
-                progress.warn("grid", f"{sum(len(j.runs) for j in jobs)} runs came back from no trial; running them again")
-            for job in jobs:  # still unreported: recorded as failed, never silently lost
-                for run in job.runs:
-                    callback.write(ResultRow.error(run, f"no trial reported it ({1 + ROUNDS_AFTER_LOSS} tries)"))
+            _fit(jobs, resources, {"threads": max(1, int(options.cpus_per_trial)), **place}, scratch / "tune",
+                 _StoreCallback(store, jobs, progress, summary, leases))
     finally:
         if started:
             ray.shutdown()
@@ -313,13 +298,6 @@ def _fit(jobs: list[DistillJob], resources: dict[str, float], config: dict[str, 
         ),
     )
     tuner.fit()
-
-
-def unreported(jobs: list[DistillJob], written: set[str]) -> list[DistillJob]:
-    """The jobs, cut to their runs that no trial reported (a trial can end without them when its
-    worker is lost at the wrong moment)."""
-    left = [dataclasses.replace(job, runs=tuple(r for r in job.runs if r.run_hash not in written)) for job in jobs]
-    return [job for job in left if job.runs]
 
 
 def check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:

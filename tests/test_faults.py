@@ -103,18 +103,3 @@ def test_a_driver_killed_mid_grid_loses_nothing_and_the_next_run_cleans_what_it_
     assert {p.name for p in base.iterdir()} <= {"torchinductor_root"}  # torch's own compile cache, nothing of Ray
     shutil.rmtree(base)
 
-
-def test_runs_no_trial_reported_are_the_ones_run_again():
-    """A trial can end without some of its rows when its worker is lost at the wrong moment (the
-    soak benchmark saw it once in 24 kills): those runs, and only those, go to another round."""
-    from benchmark.plan import GridRequest, plan_runs
-    from benchmark.runner import unreported
-    from core.runs import group_jobs
-
-    runs = plan_runs(GridRequest(methods=("random",), datasets=("digits",), ipcs=(1, 2), archs=("convnet3", "convnet3-w32"),
-                                 protocol="dc", budget="smoke", seeds=(0,), references=False)).runs
-    jobs = group_jobs(runs)
-    written = {jobs[0].runs[0].run_hash, *(r.run_hash for r in jobs[1].runs)}
-    (left,) = unreported(jobs, written)
-    assert left.ipc == jobs[0].ipc and left.runs == jobs[0].runs[1:]
-    assert unreported(jobs, {r.run_hash for r in runs}) == []
