@@ -15,8 +15,8 @@ import torch
 from benchmark.cluster import SERVER_NAME, start_server, worker_env
 from benchmark.leases import RunLeases
 from benchmark.progress import GridProgress
-from benchmark.scratch import Scratch
 from benchmark.provenance import git_commit, versions
+from benchmark.scratch import Scratch
 from benchmark.store import ResultStore
 from benchmark.trial import distill_context
 from core.artifacts import ArtifactCache
@@ -152,7 +152,7 @@ class _StoreCallback:
                 job = self._job(trial)
                 if "row" in result:
                     row: ResultRow = result["row"]
-                    self.write(row)
+                    self._write(row)
                     self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
                     self.progress.status(trial.trial_id, job.label(), f"finished {row.arch}")
                 elif result.get("warning"):
@@ -173,10 +173,10 @@ class _StoreCallback:
                 message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
                 for run in self._job(trial).runs:
                     if run.run_hash not in done:
-                        self.write(ResultRow.error(run, message))
+                        self._write(ResultRow.error(run, message))
                 self.progress.trial_done(trial.trial_id)
 
-            def write(self, row: ResultRow) -> None:
+            def _write(self, row: ResultRow) -> None:
                 self.store.put(row.stamped(git_commit(), versions(), time.time()))
                 self.leases.release([row.run_hash])
                 ok = row.status == "ok"
