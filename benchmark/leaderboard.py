@@ -354,7 +354,7 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
     budgets = "".join(f"\n\nMeasured for {dataset}: {', '.join(names)} (protocol/budget); no other budget was run."
                       for dataset, names in sorted(measured.items()))
     reported = out_dir / "reported.md"
-    reported.write_text(render_reported(), encoding="utf-8")
+    reported.write_text(render_reported(rows), encoding="utf-8")
     written.append(reported)
     links.append("- [Reported by the papers (not measured here)](reported.md): EVLF, Minimax, D4M on ImageWoof, "
                  "ImageNette, ImageIDC, with the `bench run` line for each column")

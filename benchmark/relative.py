@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from core.rows import ResultRow
+from evaluators.evaluate import BEST_SEEN_LABEL
 
 FULL, RANDOM = "full", "random"
 QUALITY_KEYS = ("recognizability", "fd_teacher", "diversity", "coverage")
@@ -53,5 +54,7 @@ def enriched_json(rows: list[ResultRow]) -> list[dict]:
         d = r.to_json()
         d.update(rel.get(r.run_hash, {"gain_over_random": None, "gap_to_full": None}))
         d.update({k: r.metrics.get(k) for k in QUALITY_KEYS})
+        if r.metrics.get("test_acc_best_seen") is not None:
+            d["test_acc_best_seen"] = {"value": r.metrics["test_acc_best_seen"], "selection": BEST_SEEN_LABEL}
         out.append(d)
     return out

@@ -78,8 +78,11 @@ def train(
     on_progress: Callable[[int, int], None] | None = None,
     teacher: nn.Module | None = None,
     validation: Validation | None = None,
+    observe: Callable[[nn.Module], None] | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place on normalised ``images`` under ``protocol``."""
+    """Train ``model`` in place on normalised ``images`` under ``protocol``. ``observe`` sees the
+    model (in eval mode) at every validation scoring; it must not change it, and nothing it
+    returns reaches training or selection."""
     if protocol.labels == "teacher" and teacher is None:
         raise ValueError(f"protocol '{protocol.name}' relabels with a teacher, but none was given")
     if schedule.eval_every and validation is None:
@@ -118,6 +121,8 @@ def train(
         lr_schedule.step()
         if schedule.eval_every and (step % schedule.eval_every == 0 or step == schedule.steps):
             val = accuracy(model, validation.images, validation.labels)
+            if observe is not None:
+                observe(model)
             model.train()
             if val > best_val:  # ties keep the earlier epoch
                 best_val = val

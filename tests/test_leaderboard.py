@@ -268,3 +268,22 @@ def test_dit_evlf_is_compared_with_dit_adapted_as_the_variant_is() -> None:
     assert cell(board_of(rows), "dit+evlf", "IPC 1") == "62.0 ± 1.0 (3) Δ +1.0"  # not +11 against plain dit
     alone = series("dit", 1, [50.0, 51.0, 52.0]) + series("dit+evlf", 1, [61.0, 62.0, 63.0])
     assert cell(board_of(alone), "dit+evlf", "IPC 1") == "62.0 ± 1.0 (3)"  # no fair base: no difference shown
+
+
+def test_best_seen_accuracy_is_on_the_reported_page_labelled_and_never_on_a_measured_one(tmp_path) -> None:
+    from benchmark.leaderboard import write_leaderboards
+    from benchmark.relative import enriched_json
+
+    rows = series("random", 10, [30.0, 32.0], dataset="image/woof:64", protocol="idc", budget="paper")
+    for r, best in zip(rows, (35.0, 36.0)):
+        r.metrics["test_acc_best_seen"] = best
+    write_leaderboards(rows, tmp_path)
+    page = (tmp_path / "reported.md").read_text()
+    assert "| image/woof:64 | idc/paper | random | 10 | convnet3 | 2 | 31.0 | 35.5 |" in page
+    assert "best test acc seen (selected on the test set, as published)" in page
+    measured = (tmp_path / "image_woof_64__idc-paper.md").read_text()
+    assert not any(v in measured for v in ("35.5", "35.0", "36.0", "selected on the test set"))
+    listed = enriched_json(rows)[0]["test_acc_best_seen"]
+    assert listed == {"value": 35.0, "selection": "selected on the test set, as published"}
+    write_leaderboards(series("random", 10, [30.0]), tmp_path / "plain")  # no selection rows: no section
+    assert "published procedure" not in (tmp_path / "plain" / "reported.md").read_text()

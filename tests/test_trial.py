@@ -29,8 +29,10 @@ def test_protocol_end_to_end(protocol, tmp_path):
         assert m["budget_description"] and m["train_steps"] > 0
         if protocol == "idc":
             assert m["selected_step"] is not None and m["val_acc"] is not None
+            # the test set scored at every validation scoring: the selected and the last are two of them
+            assert m["test_acc_best_seen"] >= max(r["test_acc"], m["test_acc_last"])
         else:
-            assert m["test_acc_last"] == r["test_acc"]
+            assert m["test_acc_last"] == r["test_acc"] and m["test_acc_best_seen"] is None
         if protocol == "softlabel":
             assert m["teacher_test_acc"] is not None
         # the trial's process memory is measured while its students train (and while it distils)
