@@ -77,7 +77,10 @@ def clean_leftovers(base: Path | None = None) -> int:
     base = Path(base or tempfile.gettempdir())
     removed = 0
     for folder in base.glob(f"{PREFIX}*"):
-        if folder.is_dir() and not _owner_alive(folder):
+        # only real folders of this user: another user's, or a link planted in a shared /tmp, is left alone
+        if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue
+        if not _owner_alive(folder):
             _remove(folder)
             removed += 1
     return removed
