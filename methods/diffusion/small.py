@@ -194,13 +194,20 @@ def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+def _vae_context(data, recipe: SmallRecipe, vae: AutoencoderKL, sched: dict, device: torch.device
+                 ) -> DiffusionContext:
+    """The data set's context with this VAE and latent scale 1 (unscaled latents)."""
+    return DiffusionContext.for_dataset(Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched,
+                                                 fit=recipe.fit), data)
+
+
 def _train_autoencoder(data, recipe: SmallRecipe, text: TextEncoder, device: torch.device,
-                       progress: ProgressFn, checkpoint: LoopCheckpoint) -> dict:
-    """Train the VAE and fix its latent scale; returns the record the cache stores under the backbone key."""
+                       progress: ProgressFn, checkpoint: LoopCheckpoint, encoded: list[torch.Tensor]) -> dict:
+    """Train the VAE and fix its latent scale; returns the record the cache stores under the backbone
+    key, and leaves the scaled training latents in ``encoded`` for the denoisers."""
     vae, _, _ = _fresh_models(data, recipe, text)
     sched = scheduler_config(recipe)
-    ctx = DiffusionContext.for_dataset(Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched,
-                                                fit=recipe.fit), data)
+    ctx = _vae_context(data, recipe, vae, sched, device)
     images = torch.cat([ctx.to_vae_input(chunk) for chunk in data.train.float_images().split(4096)])
     vae_run = train_vae(vae, images, recipe.vae.optim, recipe.vae.kl_weight, recipe.seed, progress,
                         checkpoint=checkpoint)
@@ -210,6 +217,7 @@ def _train_autoencoder(data, recipe: SmallRecipe, text: TextEncoder, device: tor
     latents = ctx.encode_real(data.train.float_images())
     # Unit-variance latents, as Stable Diffusion's 0.18215 does for its VAE.
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    encoded.append(latents * float(vae.config.scaling_factor))
     progress("encode", 1, 1)
     return {
         "version": RECIPE_VERSION,
@@ -223,14 +231,11 @@ def _train_autoencoder(data, recipe: SmallRecipe, text: TextEncoder, device: tor
     }
 
 
-def _train_denoiser(kind: str, data, recipe: SmallRecipe, text: TextEncoder, vae: AutoencoderKL,
+def _train_denoiser(kind: str, data, recipe: SmallRecipe, text: TextEncoder, latents: torch.Tensor,
                     sched: dict, device: torch.device, progress: ProgressFn, checkpoint: LoopCheckpoint) -> dict:
     """Train the class DiT (``kind="class"``) or the MiniLM-conditioned UNet (``"text"``) on the
     scaled latents of the trained VAE; returns its record."""
     _, dit, unet = _fresh_models(data, recipe, text)
-    ctx = DiffusionContext.for_dataset(Backbone("small", "small", vae.to(device), 1.0, recipe.resolution, sched,
-                                                fit=recipe.fit), data)
-    latents = ctx.encode_real(data.train.float_images()) * float(vae.config.scaling_factor)
     noise_scheduler = DDPMScheduler.from_config(sched)
     labels = data.train.labels.to(device)
     if kind == "class":
@@ -300,11 +305,19 @@ def load_small_backbone(data, *, cache: ArtifactCache | None, device: torch.devi
     key = backbone_key(data, recipe)
     text = load_minilm(recipe.text_max_length, device)
     meta = {"recipe": recipe.name, "dataset": data.name, "family": "small"}
+    encoded: list[torch.Tensor] = []  # the scaled training latents, encoded once whatever parts train
     state, cached = _cached_part(cache, ARTIFACT_KIND, key, lambda: _train_autoencoder(
-        data, recipe, text, device, progress, LoopCheckpoint(cache, f"{key}-vae")),
+        data, recipe, text, device, progress, LoopCheckpoint(cache, f"{key}-vae"), encoded),
                                   meta | {"denoisers": "separate"})
     configs, weights = state["configs"], state["state_dicts"]
     vae = _from_state(AutoencoderKL, configs["vae"], weights["vae"])
+
+    def latents() -> torch.Tensor:
+        if not encoded:
+            ctx = _vae_context(data, recipe, vae, configs["scheduler"], device)
+            encoded.append(ctx.encode_real(data.train.float_images()) * float(vae.config.scaling_factor))
+        return encoded[0]
+
     seconds, losses = dict(state["train_seconds"]), dict(state["final_losses"])
     models: dict[str, torch.nn.Module] = {}
     for kind in denoisers:
@@ -315,7 +328,7 @@ def load_small_backbone(data, *, cache: ArtifactCache | None, device: torch.devi
         else:
             part, from_cache = _cached_part(
                 cache, DENOISER_KIND, denoiser_key(key, kind),
-                lambda: _train_denoiser(kind, data, recipe, text, vae, configs["scheduler"], device, progress,
+                lambda: _train_denoiser(kind, data, recipe, text, latents(), configs["scheduler"], device, progress,
                                         LoopCheckpoint(cache, denoiser_key(key, kind))),
                 meta | {"backbone": key, "denoiser": kind})
             cached = cached and from_cache
