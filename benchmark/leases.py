@@ -83,19 +83,19 @@ class RunLeases:
                 self._conn.executemany(
                     "INSERT OR IGNORE INTO leases (run_hash, owner, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?)",
                     [(h, self.owner, self.host, self.pid, now) for h in wanted])
-                holders = {}
+                holders: dict[str, tuple[str, str]] = {}  # run hash -> (owner, host:pid)
                 for start in range(0, len(wanted), 500):  # SQLite's limit on bound parameters
                     part = wanted[start:start + 500]
-                    holders |= dict(self._conn.execute(
-                        f"SELECT run_hash, owner || ' ' || host || ':' || pid FROM leases WHERE run_hash IN "
-                        f"({', '.join('?' for _ in part)})", part).fetchall())
+                    for run_hash, owner, host, pid in self._conn.execute(
+                            f"SELECT run_hash, owner, host, pid FROM leases WHERE run_hash IN "
+                            f"({', '.join('?' for _ in part)})", part):
+                        holders[run_hash] = (owner, f"{host}:{pid}")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        ours = [h for h in wanted if holders.get(h, "").split(" ")[0] == self.owner]
-        held = {h: holders[h].split(" ", 1)[1] for h in wanted if h in holders and h not in ours}
-        return Claim(ours, held)
+        ours = [h for h in wanted if holders[h][0] == self.owner]
+        return Claim(ours, {h: holders[h][1] for h in wanted if holders[h][0] != self.owner})
 
     def release(self, run_hashes: Iterable[str]) -> None:
         with self._lock:

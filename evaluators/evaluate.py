@@ -43,6 +43,10 @@ class EvalResult:
 BEST_SEEN_LABEL = "selected on the test set, as published"
 
 
+def _test_split(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return normalise(data.test.float_images().to(device), data.mean, data.std), data.test.labels.to(device)
+
+
 def evaluate_set(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -78,12 +82,14 @@ def evaluate_set(
     if schedule.eval_every:
         validation = Validation(normalise(data.val.float_images().to(device), data.mean, data.std),
                                 data.val.labels.to(device))
-    test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
-    test_y = data.test.labels.to(device)
-    seen: list[float] = []
+    seen: list[float] = []  # the test accuracy at each validation scoring: the published metric
+    test: tuple[torch.Tensor, torch.Tensor] | None = None
+    if validation is not None:  # only then is the test split needed while the student trains
+        test = _test_split(data, device)
     outcome = train(student, x, y, protocol, schedule, seed, on_progress, teacher=teacher, validation=validation,
-                    observe=(lambda model: seen.append(accuracy(model, test_x, test_y))) if validation else None)
+                    observe=(lambda model: seen.append(accuracy(model, *test))) if test else None)
     start = time.perf_counter()
+    test_x, test_y = test or _test_split(data, device)
     last = accuracy(student, test_x, test_y)
     selected = last
     if outcome.selected_state is not None and outcome.selected_step != outcome.steps:
