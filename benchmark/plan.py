@@ -9,7 +9,7 @@ from core.datasets import load_dataset
 from core.errors import BenchError
 from core.runs import RunSpec, conditioning_of
 from evaluators.archs import ARCHS, StudentShape, build_student
-from evaluators.protocols import resolve
+from evaluators.protocols import PROTOCOL_VERSION, resolve
 from methods import METHODS, default_methods, resolve_method
 from methods.registry import base_of
 
@@ -65,7 +65,8 @@ def plan_runs(req: GridRequest) -> Plan:
         raise BenchError("--seeds must give at least one seed")
     # descriptions are prose: editing one must not invalidate stored runs
     protocol_config = json.dumps({"protocol": dataclasses.asdict(protocol) | {"budgets": None, "description": None},
-                                  "budget": dataclasses.asdict(budget) | {"description": None}}, sort_keys=True)
+                                  "budget": dataclasses.asdict(budget) | {"description": None},
+                                  "version": PROTOCOL_VERSION}, sort_keys=True)
     runs: list[RunSpec] = []
     for dataset in req.datasets:
         data = load_dataset(dataset)

@@ -16,6 +16,9 @@ from torch import nn
 from core.datasets.base import Dataset, normalise
 
 FEATURE_BATCH = 256
+# Enters every teacher's cache key and the config of methods that read a teacher: bump it when
+# what a teacher recipe trains changes (2: ConvNet as the DC code pads one-channel input, DC's decay).
+TEACHER_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,44 @@
 """Batched, on-device augmentation for the student loop: DSA, the IDC recipe and the soft-label recipe.
 
-Every op works on a whole normalised batch at once with per-sample random parameters drawn
-from one seeded generator, so a (set, protocol, seed) triple trains identically every time.
-Geometric ops share one affine resampling (`affine_grid` + `grid_sample`).
+Every op works on a whole batch at once with per-sample random parameters drawn from one
+seeded generator, so a (set, protocol, seed) triple trains identically every time. Geometric
+ops share one affine resampling (`affine_grid` + `grid_sample`). A recipe receives the
+standardised batch the loop trains on and the data set's `Standardisation`: DSA acts on
+standardised images (as the DSA code does); the IDC recipe's colour jitter and PCA lighting act
+on [0, 1] images, before standardisation, as the IDC and Minimax data loaders order them.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+@dataclass(frozen=True)
+class Standardisation:
+    """A data set's per-channel mean and std: between [0, 1] pixels and what students read."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        view = (1, -1, 1, 1)
+        return (torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(view),
+                torch.tensor(self.std, dtype=x.dtype, device=x.device).view(view))
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+
+Augment = Callable[[torch.Tensor, torch.Generator, Standardisation], torch.Tensor]
 
 
 def _rand(n: int, g: torch.Generator, device: torch.device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
@@ -84,8 +110,8 @@ def dsa_rotate(x: torch.Tensor, g: torch.Generator, degrees: float = 15.0) -> to
 DSA_OPS: tuple[Augment, ...] = (dsa_color, dsa_crop, dsa_cutout, flip, dsa_scale, dsa_rotate)
 
 
-def dsa(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """One DSA op per batch, drawn uniformly, with per-sample parameters."""
+def dsa(x: torch.Tensor, g: torch.Generator, stats: Standardisation | None = None) -> torch.Tensor:
+    """One DSA op per batch, drawn uniformly, with per-sample parameters, on standardised images."""
     op = DSA_OPS[int(torch.randint(len(DSA_OPS), (1,), generator=g))]
     return op(x, g)
 
@@ -107,28 +133,54 @@ def random_resized_crop(x: torch.Tensor, g: torch.Generator, scale: tuple[float,
     return _affine(x, theta)
 
 
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # the luma weights IDC's `Grayscale` uses
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel grey level of [0, 1] images (one channel: the image itself), keeping the channels."""
+    if x.shape[1] != 3:
+        return x
+    w = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True).expand_as(x)
+
+
+def _brightness(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x)
+
+
+def _contrast(x: torch.Tensor) -> torch.Tensor:
+    return _grey(x).mean((1, 2, 3), keepdim=True).expand_as(x)
+
+
+JITTER_TARGETS = (_brightness, _contrast, _grey)  # IDC's Brightness, Contrast and Saturation
+
+
 def color_jitter(x: torch.Tensor, g: torch.Generator, strength: float = 0.4) -> torch.Tensor:
-    n, dev = x.shape[0], x.device
-    lo, hi = 1 - strength, 1 + strength
-    x = x * _rand(n, g, dev, lo, hi).view(-1, 1, 1, 1)  # brightness
-    mean = x.mean((1, 2, 3), keepdim=True)
-    x = (x - mean) * _rand(n, g, dev, lo, hi).view(-1, 1, 1, 1) + mean  # contrast
-    if x.shape[1] > 1:
-        grey = x.mean(1, keepdim=True)
-        x = (x - grey) * _rand(n, g, dev, lo, hi).view(-1, 1, 1, 1) + grey  # saturation
+    """IDC's `ColorJitter` on [0, 1] images: brightness, contrast and saturation, each a blend
+    ``x + a * (target - x)`` with ``a`` uniform in [-strength, strength] per image, towards black,
+    the image's mean grey level and its grey image. IDC shuffles their order per image; the three
+    blends are linear and each keeps what the others blend towards (scaling commutes with both
+    targets, a saturation blend keeps the grey image), so every order gives the same image and
+    one fixed order is used. On one channel, saturation changes nothing."""
+    alpha = _rand(x.shape[0] * len(JITTER_TARGETS), g, x.device, -strength, strength).view(x.shape[0], -1)
+    for k, target in enumerate(JITTER_TARGETS):
+        a = alpha[:, k].view(-1, 1, 1, 1)
+        x = x + a * (target(x) - x)
     return x
 
 
 # ImageNet RGB principal components (AlexNet's "PCA lighting"); only for 3-channel data.
-_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
-_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 
 
 def pca_lighting(x: torch.Tensor, g: torch.Generator, std: float = 0.1) -> torch.Tensor:
+    """Add ``EIGVEC @ (alpha * EIGVAL)`` to every pixel of an image, alpha ~ N(0, std) per image
+    and component (on [0, 1] images, as IDC's `Lighting`)."""
     if x.shape[1] != 3:
         return x
     alpha = (torch.randn(x.shape[0], 3, generator=g) * std).to(x.device)
-    shift = (alpha * _EIGVAL.to(x.device)) @ _EIGVEC.to(x.device).T
+    shift = (alpha * EIGVAL.to(x.device)) @ EIGVEC.to(x.device).T
     return x + shift.view(-1, 3, 1, 1)
 
 
@@ -161,14 +213,15 @@ def _beta(beta: float, g: torch.Generator) -> float:
             return a / (a + b)
 
 
-def idc_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    x = random_resized_crop(x, g, (0.5, 1.0))
-    x = flip(x, g)
-    x = color_jitter(x, g, 0.4)
-    return pca_lighting(x, g, 0.1)
+def idc_augment(x: torch.Tensor, g: torch.Generator, stats: Standardisation) -> torch.Tensor:
+    """IDC's training transform: random resized crop (0.5 to 1), flip, then colour jitter 0.4 and
+    PCA lighting 0.1 on [0, 1] images, standardised again at the end."""
+    x = flip(random_resized_crop(x, g, (0.5, 1.0)), g)
+    x = pca_lighting(color_jitter(stats.to_pixels(x), g, 0.4), g, 0.1)
+    return stats.from_pixels(x)
 
 
-def softlabel_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def softlabel_augment(x: torch.Tensor, g: torch.Generator, stats: Standardisation | None = None) -> torch.Tensor:
     return flip(random_resized_crop(x, g, (0.08, 1.0)), g)
 
 

@@ -15,6 +15,7 @@ from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset, normalise
 from core.distilled import check_distilled
 from evaluators.archs import StudentShape, build_student
+from evaluators.augment import Standardisation
 from evaluators.protocols import Budget, Protocol
 from evaluators.teacher import teacher_for
 from evaluators.train import Validation, accuracy, train
@@ -77,7 +78,8 @@ def evaluate_set(
     student = build_student(arch, StudentShape.of(data), width=budget.student_width).to(device)
     x = normalise(images.to(device, torch.float32), data.mean, data.std)
     y = labels.to(device)
-    schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0], ipc)
+    schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0], ipc,
+                                                                                   data.num_classes)
     validation = None
     if schedule.eval_every:
         validation = Validation(normalise(data.val.float_images().to(device), data.mean, data.std),
@@ -87,7 +89,8 @@ def evaluate_set(
     if validation is not None:  # only then is the test split needed while the student trains
         test = _test_split(data, device)
     outcome = train(student, x, y, protocol, schedule, seed, on_progress, teacher=teacher, validation=validation,
-                    observe=(lambda model: seen.append(accuracy(model, *test))) if test else None)
+                    observe=(lambda model: seen.append(accuracy(model, *test))) if test else None,
+                    standardisation=Standardisation(tuple(data.mean), tuple(data.std)))
     start = time.perf_counter()
     test_x, test_y = test or _test_split(data, device)
     last = accuracy(student, test_x, test_y)

@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 from core.errors import UnknownNameError
 from core.registry import Registry
 
+# Enters every run's hash: bump it when a protocol or a student changes what it computes.
+# 2: students as the reference code builds them (ConvNet pads one-channel input by 3, IDC's
+# ResNetAP and ResNet-18 stems and initialisation), DC's decay with a new optimiser one epoch
+# later, IDC's colour augmentation on [0, 1] images, its epoch table and scoring period.
+PROTOCOL_VERSION = 2
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -37,6 +43,7 @@ class Schedule:
     milestones: tuple[int, ...]  # steps at which a step schedule multiplies the learning rate by gamma
     gamma: float
     eval_every: int = 0  # validation scoring period in steps (0: no model selection)
+    reset_momentum: bool = False  # at each milestone the optimiser starts afresh (DC builds a new one)
 
 
 @dataclass(frozen=True)
@@ -52,15 +59,22 @@ class Protocol:
     batch_size: int
     lr_schedule: str  # "step" (x gamma at the decay fractions) or "cosine"
     lr_gamma: float
-    decay_at: tuple[float, ...]  # fractions of training at which a step schedule decays
-    extra_epoch: bool  # the DC code trains E+1 epochs and decays at E//2+1
+    # A step schedule decays after epoch E * num // den + decay_offset of E, for each (num, den):
+    # exact integers, as the reference code computes them (2 * E // 3, not int(E * 0.666...)).
+    decay_at: tuple[tuple[int, int], ...]
+    extra_epoch: bool  # the DC code trains E+1 epochs
     augmentation: str | None  # a key of evaluators.augment.AUGMENTATIONS
     cutmix: bool  # CutMix (beta 1) on every batch
     labels: str  # "hard": the set's labels; "teacher": online relabelling by the dataset teacher
     temperature: float  # for teacher labels: KL divergence at this temperature
     selection: str  # "last": report the last epoch; "val": select the epoch on the validation split
     evals: int = 10  # validation scorings over training when selection == "val"
-    epochs_by_ipc: tuple[tuple[int, int], ...] = ()  # (max IPC, epochs); empty: the budget's epochs
+    decay_offset: int = 0  # epochs added to each decay point (DC: its index E//2+1 is the 152nd of 301 epochs)
+    decay_new_optimizer: bool = False  # the decay builds a new optimiser (DC), so momentum restarts
+    # (max IPC, epochs), the last max IPC None for any larger IPC; empty: the budget's epochs
+    epochs_by_ipc: tuple[tuple[int | None, int], ...] = ()
+    # IDC's rule for 100-class data: epochs x num / den, rounded down to a multiple of 100
+    epochs_at_100_classes: tuple[int, int] | None = None
     budgets: dict[str, Budget] = field(default_factory=dict)
 
     def budget(self, name: str) -> Budget:
@@ -69,32 +83,39 @@ class Protocol:
         except KeyError:
             raise UnknownNameError(f"budget of protocol '{self.name}'", name, self.budgets) from None
 
-    def epochs(self, budget: Budget, ipc: int | None) -> int:
+    def epochs(self, budget: Budget, ipc: int | None, num_classes: int | None = None) -> int:
         if not self.epochs_by_ipc or ipc is None:
             return budget.epochs
-        for max_ipc, epochs in self.epochs_by_ipc:
-            if ipc <= max_ipc:
-                return max(1, round(epochs * budget.epoch_scale))
-        return max(1, round(self.epochs_by_ipc[-1][1] * budget.epoch_scale))
+        epochs = self.epochs_by_ipc[-1][1]
+        for max_ipc, table_epochs in self.epochs_by_ipc:
+            if max_ipc is None or ipc <= max_ipc:
+                epochs = table_epochs
+                break
+        if self.epochs_at_100_classes and num_classes == 100:
+            num, den = self.epochs_at_100_classes
+            epochs = epochs * num // den
+            epochs -= epochs % 100
+        return max(1, round(epochs * budget.epoch_scale))
 
-    def schedule(self, budget: Budget, num_images: int, ipc: int | None = None) -> Schedule:
+    def schedule(self, budget: Budget, num_images: int, ipc: int | None = None,
+                 num_classes: int | None = None) -> Schedule:
         """The schedule for training on a distilled set of ``num_images`` images."""
         steps_per_epoch = max(1, math.ceil(num_images / self.batch_size))
-        epochs = self.epochs(budget, ipc)
+        epochs = self.epochs(budget, ipc, num_classes)
         total = epochs + (1 if self.extra_epoch else 0)
-        offset = 1 if self.extra_epoch else 0
-        milestones = tuple((int(epochs * f) + offset) * steps_per_epoch for f in self.decay_at)
-        return self._with_selection(Schedule(total * steps_per_epoch, self.batch_size, milestones, self.lr_gamma))
+        milestones = tuple(min(total, epochs * num // den + self.decay_offset) * steps_per_epoch
+                           for num, den in self.decay_at)
+        return self._finish(Schedule(total * steps_per_epoch, self.batch_size, milestones, self.lr_gamma))
 
     def full_schedule(self, budget: Budget) -> Schedule:
         """The schedule of the `full` reference, sized in optimiser steps."""
-        milestones = tuple(int(budget.full_steps * f) for f in self.decay_at)
-        return self._with_selection(Schedule(budget.full_steps, self.batch_size, milestones, self.lr_gamma))
+        milestones = tuple(budget.full_steps * num // den for num, den in self.decay_at)
+        return self._finish(Schedule(budget.full_steps, self.batch_size, milestones, self.lr_gamma))
 
-    def _with_selection(self, s: Schedule) -> Schedule:
-        if self.selection != "val":
-            return s
-        return Schedule(s.steps, s.batch_size, s.milestones, s.gamma, eval_every=max(1, s.steps // self.evals))
+    def _finish(self, s: Schedule) -> Schedule:
+        every = max(1, s.steps // self.evals) if self.selection == "val" else 0
+        return Schedule(s.steps, s.batch_size, s.milestones, s.gamma, eval_every=every,
+                        reset_momentum=self.decay_new_optimizer)
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", check=lambda p: isinstance(p, Protocol))
@@ -110,8 +131,8 @@ _SGD = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4)
 DC = register_protocol(Protocol(
     name="dc",
     description="DC/DSA/DM hard-label protocol: SGD, no augmentation, last-epoch test accuracy",
-    **_SGD, batch_size=256, lr_schedule="step", lr_gamma=0.1, decay_at=(0.5,), extra_epoch=True,
-    augmentation=None, cutmix=False, labels="hard", temperature=1.0, selection="last",
+    **_SGD, batch_size=256, lr_schedule="step", lr_gamma=0.1, decay_at=((1, 2),), extra_epoch=True,
+    decay_offset=2, decay_new_optimizer=True, augmentation=None, cutmix=False, labels="hard", temperature=1.0, selection="last",
     budgets={
         "paper": Budget("paper", epochs=300, full_steps=4300, seeds=5,
                         description="as published: 300 (+1) epochs, ConvNet width 128; full data 4,300 steps"),
@@ -137,12 +158,15 @@ IDC = register_protocol(Protocol(
     name="idc",
     description="IDC/Minimax/EVLF hard-label protocol: crop, flip, jitter, lighting, CutMix; "
                 "epoch selected on the validation split",
-    **_SGD, batch_size=64, lr_schedule="step", lr_gamma=0.2, decay_at=(2 / 3, 5 / 6), extra_epoch=False,
+    **_SGD, batch_size=64, lr_schedule="step", lr_gamma=0.2, decay_at=((2, 3), (5, 6)), extra_epoch=False,
     augmentation="idc", cutmix=True, labels="hard", temperature=1.0, selection="val",
-    epochs_by_ipc=((10, 2000), (50, 1500), (200, 1000)),
+    evals=100,  # IDC scores every E // 100 epochs; its best-seen accuracy is the maximum over them
+    epochs_by_ipc=((1, 3000), (10, 2000), (50, 1500), (200, 1000), (500, 500), (None, 300)),  # IDC's ipc_epoch
+    epochs_at_100_classes=(2, 3),
     budgets={
         "paper": Budget("paper", epochs=0, full_steps=8600, seeds=3, epoch_scale=1.0,
-                        description="as published: 2000 / 1500 / 1000 epochs up to IPC 10 / 50 / 200"),
+                        description="as published: 3000 / 2000 / 1500 / 1000 / 500 / 300 epochs up to "
+                                    "IPC 1 / 10 / 50 / 200 / 500 / above (2/3 of them on 100 classes)"),
         "quick": Budget("quick", epochs=0, full_steps=1500, seeds=3, student_width=32, epoch_scale=0.1,
                         description="2-core CPU: a tenth of the epochs, student width 32"),
         "smoke": Budget("smoke", epochs=0, full_steps=50, seeds=2, student_width=16, epoch_scale=0.01,

@@ -15,17 +15,14 @@ import torch
 
 from core.artifacts import ArtifactCache, content_key
 from core.datasets.base import Dataset, normalise
-from core.teachers import Teacher, TeacherRecipe, TeacherSource
+from core.teachers import TEACHER_VERSION, Teacher, TeacherRecipe, TeacherSource
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import DC, Budget, Protocol, Schedule
 from evaluators.train import accuracy, train
 
-RECIPE_VERSION = 1
-
-
 def _key(data: Dataset, recipe: TeacherRecipe) -> str:
     return content_key({"recipe": dataclasses.asdict(recipe), "data": data.fingerprint(),
-                        "version": RECIPE_VERSION})
+                        "version": TEACHER_VERSION})
 
 
 def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, device: torch.device) -> Teacher:
@@ -37,7 +34,7 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
         model = build_student(recipe.arch, StudentShape.of(data), width=recipe.width).to(device)
         x = normalise(data.train.float_images().to(device), data.mean, data.std)
         y = data.train.labels.to(device)
-        schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1)
+        schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1, reset_momentum=True)
         train(model, x, y, DC, schedule, recipe.seed)  # the dc recipe: SGD, no augmentation
         test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
         acc = accuracy(model, test_x, data.test.labels.to(device))

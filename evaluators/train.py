@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evaluators.augment import AUGMENTATIONS, cutmix
+from evaluators.augment import AUGMENTATIONS, Standardisation, cutmix
 from evaluators.protocols import Protocol, Schedule
 
 
@@ -79,15 +79,20 @@ def train(
     teacher: nn.Module | None = None,
     validation: Validation | None = None,
     observe: Callable[[nn.Module], None] | None = None,
+    standardisation: Standardisation | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place on normalised ``images`` under ``protocol``. ``observe`` sees the
     model (in eval mode) at every validation scoring; it must not change it, and nothing it
-    returns reaches training or selection."""
+    returns reaches training or selection. ``standardisation`` (the data set's mean and std)
+    lets an augmentation act on [0, 1] pixels where its recipe does."""
     if protocol.labels == "teacher" and teacher is None:
         raise ValueError(f"protocol '{protocol.name}' relabels with a teacher, but none was given")
     if schedule.eval_every and validation is None:
         raise ValueError(f"protocol '{protocol.name}' selects on a validation split, but none was given")
     augment = AUGMENTATIONS[protocol.augmentation] if protocol.augmentation else None
+    if augment is not None and standardisation is None:
+        raise ValueError(f"protocol '{protocol.name}' augments, but the data set's standardisation was not given")
+    resets = set(schedule.milestones) if schedule.reset_momentum else set()
     device = images.device
     optimizer = _optimizer(model, protocol)
     lr_schedule = _lr_schedule(optimizer, protocol, schedule)
@@ -102,7 +107,7 @@ def train(
         idx = next(batches).to(device)
         x, y = images[idx], labels[idx]
         if augment is not None:
-            x = augment(x, generator)
+            x = augment(x, generator, standardisation)
         perm, lam = None, 1.0
         if protocol.cutmix:
             x, perm, lam = cutmix(x, generator)
@@ -119,6 +124,8 @@ def train(
         loss.backward()
         optimizer.step()
         lr_schedule.step()
+        if step in resets:  # as a new optimiser at the decayed rate: no momentum carried over
+            optimizer.state.clear()
         if schedule.eval_every and (step % schedule.eval_every == 0 or step == schedule.steps):
             val = accuracy(model, validation.images, validation.labels)
             if observe is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from core.datasets.base import Dataset
-from core.teachers import TeacherRecipe
+from core.teachers import TEACHER_VERSION, TeacherRecipe
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 
@@ -47,7 +47,7 @@ class Herding(Distiller):
         return TeacherRecipe(steps=self.options.teacher_steps)
 
     def config(self) -> dict:
-        return {**super().config(), "features": "teacher penultimate layer"}
+        return {**super().config(), "features": "teacher penultimate layer", "teacher_version": TEACHER_VERSION}
 
     def prepare(self, data: Dataset, ctx: DistillContext) -> None:
         ctx.report(f"training the herding teacher for {data.name}")

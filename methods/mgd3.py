@@ -1,9 +1,11 @@
 """`mgd3` (ICML 2025): mode-guided sampling, no fine-tuning.
 
 Per class, k-means with k = IPC on the hook's latents gives modes ``m_k``; one image is
-sampled per mode from the class denoiser, and while the step index is in the first
-``stop_fraction`` of the schedule (t > stop_t) each step's mean moves towards its mode:
-``mean <- mean - scale * sigma_t * (x0_hat - m_k)``. After stop_t the sampler runs unguided.
+sampled per mode from the class denoiser, and while the respaced timestep t (steps - 1 down
+to 0) is above ``stop_t = round(steps * stop_fraction)`` each step's mean moves towards its
+mode: ``mean <- mean - scale * sigma_t * (x0_hat - m_k)``; from t = stop_t on the sampler runs
+unguided. With 50 steps and stop_t 25 (the MGD3 and EVLF scripts' `--stop_t 25`, tested as
+`t > stop_t` in their `p_sample_with_guidance`), that is the first 24 steps.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from methods.registry import register_method
 @dataclass(frozen=True)
 class MGD3Options(DiffusionOptions):
     mode_scale: float = 0.1
-    stop_fraction: float = 0.5  # stop_t = 25 of 50 steps
+    stop_fraction: float = 0.5  # stop_t = 25 of 50 steps: guided while t > 25, 24 steps
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.stop_fraction <= 1.0:
@@ -55,9 +57,14 @@ class MGD3(DiffusionDistiller):
     uses_kmeans = True
     presets = {"pretrained": dict(SAMPLING), "small": dict(SAMPLING)}
 
+    def config(self) -> dict[str, Any]:
+        # part of the distilled set's key: sets made with the earlier window (index < stop_t) differ
+        return {**super().config(), "guided_while": "t > stop_t"}
+
     def guidance(self, modes: torch.Tensor) -> ModeGuidance:
         s = self.settings
-        return ModeGuidance(modes, s.mode_scale, round(s.steps * s.stop_fraction), [])
+        stop_t = round(s.steps * s.stop_fraction)
+        return ModeGuidance(modes, s.mode_scale, max(0, s.steps - 1 - stop_t), [])
 
     def generate(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
                  ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -140,10 +140,14 @@ def test_mode_guidance_runs_while_t_is_above_stop_t_and_never_after(tiny_backbon
     assert never.applied == []
 
 
-def test_mgd3_stop_index_is_half_of_the_steps():
+def test_mgd3_guides_while_the_respaced_t_is_above_stop_t():
+    # MGD3/EVLF `p_sample_with_guidance`: guided `if t > stop_t`, t from 49 down to 0, stop_t 25:
+    # t = 49 ... 26, the first 24 step indices
     mgd3 = resolve_method("mgd3").distiller
-    assert mgd3.guidance(torch.zeros(1)).stop_index == 25
-    assert resolve_method("mgd3[stop_fraction=0.2,steps=10]").distiller.guidance(torch.zeros(1)).stop_index == 2
+    assert mgd3.guidance(torch.zeros(1)).stop_index == 24
+    # 10 steps, stop_t = 2: t = 9 ... 3 guided, 7 steps; stop_t at the top: never guided
+    assert resolve_method("mgd3[stop_fraction=0.2,steps=10]").distiller.guidance(torch.zeros(1)).stop_index == 7
+    assert resolve_method("mgd3[stop_fraction=1.0,steps=10]").distiller.guidance(torch.zeros(1)).stop_index == 0
 
 
 # --- options, presets, config hashes -------------------------------------------------------------

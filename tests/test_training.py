@@ -74,7 +74,7 @@ def test_students_adapt_and_refuse_sizes_they_cannot_take():
         assert net.embed(torch.zeros(2, 1, 28, 28)).dim() == 2
     assert build_student("convnet6", StudentShape(3, 64, 10), width=8)(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     with pytest.raises(ValueError, match="too small"):
-        build_student("convnet6", StudentShape(1, 28, 10))
+        build_student("convnet6", StudentShape(3, 32, 10))
     norms = [m for m in build_student("resnet18", StudentShape(3, 32, 10)).modules()
              if isinstance(m, torch.nn.BatchNorm2d)]
     assert not norms  # instance norm throughout, as the idc lineage uses
