@@ -105,7 +105,8 @@ class CostModel:
 
     def train_seconds(self, run: RunSpec, num_images: int, device: str) -> float | None:
         protocol, budget = resolve(run.protocol, run.budget)
-        schedule = protocol.full_schedule(budget) if run.ipc is None else protocol.schedule(budget, num_images, run.ipc)
+        schedule = (protocol.full_schedule(budget) if run.ipc is None else
+                    protocol.schedule(budget, num_images, run.ipc, num_classes=num_images // run.ipc))
         board = (run.arch, run.protocol, run.budget, run.dataset, device)
         measured = self.step_s.get(board)
         if not measured:
