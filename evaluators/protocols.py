@@ -132,7 +132,8 @@ DC = register_protocol(Protocol(
     name="dc",
     description="DC/DSA/DM hard-label protocol: SGD, no augmentation, last-epoch test accuracy",
     **_SGD, batch_size=256, lr_schedule="step", lr_gamma=0.1, decay_at=((1, 2),), extra_epoch=True,
-    decay_offset=2, decay_new_optimizer=True, augmentation=None, cutmix=False, labels="hard", temperature=1.0, selection="last",
+    decay_offset=2, decay_new_optimizer=True, augmentation=None, cutmix=False, labels="hard", temperature=1.0,
+    selection="last",
     budgets={
         "paper": Budget("paper", epochs=300, full_steps=4300, seeds=5,
                         description="as published: 300 (+1) epochs, ConvNet width 128; full data 4,300 steps"),
