@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from core.datasets.base import normalise
+
 
 @dataclass(frozen=True)
 class Standardisation:
@@ -24,18 +26,14 @@ class Standardisation:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        view = (1, -1, 1, 1)
-        return (torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(view),
-                torch.tensor(self.std, dtype=x.dtype, device=x.device).view(view))
-
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(x)
+        view = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(view)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(view)
         return x * std + mean
 
     def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(x)
-        return (x - mean) / std
+        return normalise(x, self.mean, self.std)
 
 
 Augment = Callable[[torch.Tensor, torch.Generator, Standardisation], torch.Tensor]

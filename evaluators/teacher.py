@@ -34,7 +34,8 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
         model = build_student(recipe.arch, StudentShape.of(data), width=recipe.width).to(device)
         x = normalise(data.train.float_images().to(device), data.mean, data.std)
         y = data.train.labels.to(device)
-        schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1, reset_momentum=True)
+        schedule = Schedule(recipe.steps, recipe.batch_size, (recipe.steps // 2,), 0.1,
+                            reset_momentum=DC.decay_new_optimizer)
         train(model, x, y, DC, schedule, recipe.seed)  # the dc recipe: SGD, no augmentation
         test_x = normalise(data.test.float_images().to(device), data.mean, data.std)
         acc = accuracy(model, test_x, data.test.labels.to(device))
