@@ -89,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
     _add_paths(run)
 
+    tn = sub.add_parser("tune", help="tune methods on the validation split (the same search and budget for each); "
+                                     "then run 'name[tuned]'")
+    tn.add_argument("--methods", required=True, help="comma list of method specs to tune, e.g. 'd4m,d4m+evlf'")
+    tn.add_argument("--datasets", default="fashion-mnist", help="comma list of data sets (one study each)")
+    tn.add_argument("--ipc", required=True, help="the images per class the candidates are scored at")
+    tn.add_argument("--trials", type=int, required=True, help="candidates per method (the same for every method)")
+    tn.add_argument("--arch", default="convnet3", help="the student that scores candidates")
+    tn.add_argument("--protocol", default="dc")
+    tn.add_argument("--budget", default="quick")
+    tn.add_argument("--seed", type=int, default=0, help="the searcher's, the distillation's and the student's seed")
+    tn.add_argument("--scorings", type=int, default=4,
+                    help="validation scorings per candidate, where ASHA may stop it (default 4)")
+    tn.add_argument("--cpus-per-trial", type=float, default=1.0)
+    tn.add_argument("--fresh", action="store_true", help="run a study again although the store holds it")
+    _add_paths(tn)
+
     pl = sub.add_parser("plan", help="what `bench run` with the same arguments would do and cost; runs nothing")
     _add_grid(pl)
     pl.add_argument("--json", action="store_true")
@@ -210,6 +226,7 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
 
     from benchmark.leaderboard import build_leaderboards, render_rich, render_rich_details
     from benchmark.plan import plan_runs
+    from benchmark.studies import choices_in
     from rich.markup import escape
 
     from benchmark.runner import RunnerOptions, check_address, cluster_address, run_grid
@@ -223,7 +240,7 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     address, origin = cluster_address(args.address)
     if address:
         check_address(address, origin)
-    plan = plan_runs(req)
+    plan = plan_runs(req, choices=choices_in(store.root))
     if before_run is not None:
         before_run(plan, cache)
     console = Console(soft_wrap=True)
@@ -376,8 +393,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return show(args, _cache(args))
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmark.tune_cli import cmd_tune as tune
+
+    return tune(args)
+
+
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "eval": cmd_eval, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-            "export": cmd_export, "pretrain": cmd_pretrain, "show": cmd_show}
+            "export": cmd_export, "pretrain": cmd_pretrain, "show": cmd_show, "tune": cmd_tune}
 
 
 # Settings that name a directory, read again by every trial in its own working directory (Ray

@@ -28,7 +28,6 @@ from core.datasets import load_dataset
 from core.rows import ResultRow
 from core.runs import DistillJob, RunSpec, group_jobs
 from evaluators.protocols import resolve
-from methods import resolve_method
 
 
 @dataclass(frozen=True)
@@ -146,13 +145,13 @@ def _medians(measured: list[tuple[int, float]]) -> tuple[list[int], list[float]]
 def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: ArtifactCache,
              device: str) -> list[JobEstimate]:
     """Every job of the plan with what is done and the estimated seconds of what is not."""
-    from benchmark.trial import DISTILLED, set_key
+    from benchmark.trial import DISTILLED, job_distiller, set_key
 
     model = CostModel.from_rows(rows)
     out = []
     for job in group_jobs(runs):
         data = load_dataset(job.dataset)
-        distiller = resolve_method(job.method).distiller
+        distiller = job_distiller(job)
         todo = [r for r in job.runs if r.run_hash not in done]
         reference = distiller.reference
         cached = not reference and cache.meta(DISTILLED, set_key(job, data, distiller)) is not None

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from benchmark.estimate import JobEstimate, estimate
 from benchmark.plan import GridRequest, plan_runs
+from benchmark.studies import choices_in
 from benchmark.store import ResultStore
 from core.artifacts import ArtifactCache
 
@@ -45,7 +46,7 @@ def summary(jobs: list[JobEstimate], cpus_per_trial: float, device: str) -> dict
 
 
 def show_plan(req: GridRequest, store: ResultStore, cache: ArtifactCache, cpus_per_trial: float, as_json: bool) -> int:
-    runs = plan_runs(req).runs
+    runs = plan_runs(req, choices=choices_in(store.root)).runs
     device = "cuda" if torch.cuda.is_available() else "cpu"
     jobs = estimate(runs, store.done_hashes(), store.rows(), cache, device)
     totals = summary(jobs, cpus_per_trial, device)

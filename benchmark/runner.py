@@ -18,7 +18,7 @@ from benchmark.progress import GridProgress
 from benchmark.provenance import git_commit, versions
 from benchmark.scratch import Scratch
 from benchmark.store import ResultStore
-from benchmark.trial import distill_context
+from benchmark.trial import distill_context, job_distiller
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
@@ -26,7 +26,6 @@ from core.rows import ResultRow
 from core.runs import DistillJob, RunSpec, group_jobs
 from evaluators.protocols import resolve
 from evaluators.teacher import prepare as prepare_evaluation
-from methods import resolve_method
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,12 @@ def _init_ray(address: str | None, scratch: Path) -> bool:
     loopback_only()
     ray.init(address="local", num_cpus=os.cpu_count(), _temp_dir=str(scratch), **quiet)  # "local": ours, never another run's
     return True
+
+
+def quiet_tune() -> None:
+    """Tune prints nothing of its own: the harness shows progress itself."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
 
 
 def loopback_only() -> None:
@@ -197,7 +202,7 @@ def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgres
     seen: set[tuple] = set()
     for job in jobs:
         data = load_dataset(job.dataset)
-        distiller = resolve_method(job.method).distiller
+        distiller = job_distiller(job)
         if (job.method, job.dataset) not in seen and not distiller.reference:
             seen.add((job.method, job.dataset))
             distiller.prepare(data, ctx)
@@ -246,8 +251,7 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     # longest first: the full-data references dominate a grid's makespan on a small machine
     jobs = sorted(group_jobs(pending), key=lambda job: job.ipc is not None)
     started = _init_ray(options.address, scratch)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    quiet_tune()
     import ray
     from ray import tune
 

@@ -25,8 +25,8 @@ from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
 from evaluators.quality import score_quality
 from evaluators.teacher import teacher_source
-from methods import resolve_method
 from methods.base import DistillContext, Distiller
+from methods.registry import method_of_run
 
 Report = Callable[[dict[str, Any]], None]
 DISTILLED = "distilled"  # the artifact kind of distilled sets
@@ -50,10 +50,15 @@ def set_key(job: DistillJob, data: Dataset, distiller: Distiller) -> str:
     return job.distill_key(config, data.fingerprint(), distiller.deterministic, conditioning)
 
 
+def job_distiller(job: DistillJob) -> Distiller:
+    """The job's method as planned (a tuned spec with the choice its runs record)."""
+    return method_of_run(job.method, job.runs[0].method_config if job.runs else "{}").distiller
+
+
 def place_set(job: DistillJob, data: Dataset, dset: DistilledSet, cache: ArtifactCache,
               distiller: Distiller | None = None) -> str:
     """Store a distilled set where the job's trials look for it; returns its key."""
-    key = set_key(job, data, distiller or resolve_method(job.method).distiller)
+    key = set_key(job, data, distiller or job_distiller(job))
     dset.meta.update({"distill_key": key, "method": job.method, "dataset": job.dataset, "ipc": job.ipc,
                       "seed": job.seed})
     cache.save(DISTILLED, key, dset.to_state(), meta={"method": job.method, "dataset": job.dataset,
@@ -66,7 +71,7 @@ def distill_job(job: DistillJob, cache: ArtifactCache, device: torch.device, rep
     """The job's distilled set, its distillation time and whether it came from the cache
     (``data``: the job's data set, when the caller has it already)."""
     data = data or load_dataset(job.dataset)
-    distiller = resolve_method(job.method).distiller
+    distiller = job_distiller(job)
     ctx = distill_context(cache, device, lambda msg: report({"phase": msg}))
     start = time.perf_counter()
     if distiller.reference:

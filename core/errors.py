@@ -32,3 +32,7 @@ class DataMissingError(BenchError):
 
 class SpecError(BenchError):
     """A malformed command-line spec (IPC list, method options, ...)."""
+
+
+class SealedSplitError(RuntimeError):
+    """Code read a split it must not see (the test split while tuning): a defect of that code."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from core.errors import SpecError
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_.:/+\-]+)\s*(?:\[(.*)\])?\s*$")
+# Options written without a value: ``d4m[tuned]`` (the method with its stored tuned choice).
+FLAGS = frozenset({"tuned"})
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class NamedSpec:
         """The spec written back with sorted options: a stable row name."""
         if not self.options:
             return self.name
-        body = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        body = ",".join(k if k in FLAGS and v == "" else f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.name}[{body}]"
 
 
@@ -54,6 +56,9 @@ def parse_named(text: str) -> NamedSpec:
     options: dict[str, str] = {}
     for item in split_top_level(body or ""):
         key, eq, value = item.partition("=")
+        if not eq and key.strip() in FLAGS:
+            options[key.strip()] = ""
+            continue
         if not eq or not key.strip():
             raise SpecError(f"option '{item}' in '{text}' is not key=value")
         options[key.strip()] = value.strip()

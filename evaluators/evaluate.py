@@ -5,6 +5,7 @@ validation split: the selected weights and the last ones); it never influences t
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,44 @@ def _test_split(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torc
     return normalise(data.test.float_images().to(device), data.mean, data.std), data.test.labels.to(device)
 
 
+def _validation_split(data: Dataset, device: torch.device) -> Validation:
+    return Validation(normalise(data.val.float_images().to(device), data.mean, data.std), data.val.labels.to(device))
+
+
+def _student_and_set(images: torch.Tensor, labels: torch.Tensor, data: Dataset, arch: str, budget: Budget,
+                     seed: int, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A fresh student initialised from ``seed``, and the set normalised on ``device``."""
+    torch.manual_seed(seed)
+    student = build_student(arch, StudentShape.of(data), width=budget.student_width).to(device)
+    return student, normalise(images.to(device, torch.float32), data.mean, data.std), labels.to(device)
+
+
+def score_on_validation(images: torch.Tensor, labels: torch.Tensor, data: Dataset, arch: str, protocol: Protocol,
+                        budget: Budget, seed: int, device: torch.device, ipc: int, scorings: int,
+                        on_score: Callable[[int, float], None] | None = None) -> float:
+    """A tuning candidate's score: the student trained as `evaluate_set` trains it, scored on the
+    validation split ``scorings`` times (``on_score`` gets each (step, accuracy)); the result is
+    the accuracy of the weights the protocol reports (the last ones, or the best-scored ones
+    for a protocol that selects on validation). It never reads the test split."""
+    check_distilled(images, labels, data)
+    if protocol.labels == "teacher":
+        raise ValueError(f"protocol '{protocol.name}' relabels with a teacher; tuning scores hard-label protocols")
+    student, x, y = _student_and_set(images, labels, data, arch, budget, seed, device)
+    schedule = protocol.schedule(budget, x.shape[0], ipc, data.num_classes)
+    # ceil: at most ``scorings`` scorings, the last one after the last step
+    schedule = dataclasses.replace(schedule, eval_every=max(1, -(-schedule.steps // max(1, scorings))))
+    scores: list[float] = []
+
+    def record(step: int, value: float) -> None:
+        scores.append(value)
+        if on_score is not None:
+            on_score(step, value)
+
+    outcome = train(student, x, y, protocol, schedule, seed, validation=_validation_split(data, device),
+                    standardisation=Standardisation(tuple(data.mean), tuple(data.std)), on_validation=record)
+    return float(outcome.val_acc) if protocol.selection == "val" else scores[-1]
+
+
 def evaluate_set(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -74,16 +113,10 @@ def evaluate_set(
             raise ValueError(f"protocol '{protocol.name}' needs the artifact cache for its teacher")
         t = teacher_for(data, arch, budget, cache, device)
         teacher, teacher_acc = t.model.eval(), t.test_acc
-    torch.manual_seed(seed)
-    student = build_student(arch, StudentShape.of(data), width=budget.student_width).to(device)
-    x = normalise(images.to(device, torch.float32), data.mean, data.std)
-    y = labels.to(device)
+    student, x, y = _student_and_set(images, labels, data, arch, budget, seed, device)
     schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0], ipc,
                                                                                    data.num_classes)
-    validation = None
-    if schedule.eval_every:
-        validation = Validation(normalise(data.val.float_images().to(device), data.mean, data.std),
-                                data.val.labels.to(device))
+    validation = _validation_split(data, device) if schedule.eval_every else None
     seen: list[float] = []  # the test accuracy at each validation scoring: the published metric
     test: tuple[torch.Tensor, torch.Tensor] | None = None
     if validation is not None:  # only then is the test split needed while the student trains

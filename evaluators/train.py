@@ -80,10 +80,12 @@ def train(
     validation: Validation | None = None,
     observe: Callable[[nn.Module], None] | None = None,
     standardisation: Standardisation | None = None,
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place on normalised ``images`` under ``protocol``. ``observe`` sees the
     model (in eval mode) at every validation scoring; it must not change it, and nothing it
-    returns reaches training or selection. ``standardisation`` (the data set's mean and std)
+    returns reaches training or selection. ``on_validation`` gets (step, validation accuracy)
+    at every scoring (a tuning study reports them). ``standardisation`` (the data set's mean and std)
     lets an augmentation act on [0, 1] pixels where its recipe does."""
     if protocol.labels == "teacher" and teacher is None:
         raise ValueError(f"protocol '{protocol.name}' relabels with a teacher, but none was given")
@@ -128,6 +130,8 @@ def train(
             optimizer.state.clear()
         if schedule.eval_every and (step % schedule.eval_every == 0 or step == schedule.steps):
             val = accuracy(model, validation.images, validation.labels)
+            if on_validation is not None:
+                on_validation(step, val)
             if observe is not None:
                 observe(model)
             model.train()

@@ -14,6 +14,7 @@ from core.datasets.base import Dataset
 from core.distilled import DistilledSet
 from core.errors import BenchError
 from core.options import normal_text, parse_options
+from core.search_space import Space
 from core.spec import NamedSpec
 from core.teachers import Teacher, TeacherRecipe, TeacherSource
 
@@ -76,6 +77,8 @@ class Distiller(ABC):
     # its hook and the user did not set them: a method whose plain form never reads the hook
     # says here how it starts to (`dit` adapts its denoiser on the hook's latents)
     hook_defaults: ClassVar[dict[str, str]] = {}
+    # options a fair tuning may change, and their ranges (`bench tune` searches exactly these)
+    tunable: ClassVar[dict[str, Space]] = {}
 
     def __init__(self, options: Any | None = None, plugins: Sequence[Plugin] = ()):
         self.options = options if options is not None else self.Options()

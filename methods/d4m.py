@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from core.datasets.base import Dataset
+from core.search_space import Range
 from methods.base import DistillContext
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.method import DiffusionDistiller, DiffusionOptions
@@ -36,6 +37,7 @@ class D4M(DiffusionDistiller):
     Options = D4MOptions
     needs_denoiser = "text"
     uses_kmeans = True
+    tunable = {"strength": Range(0.3, 0.9), "guidance": Range(1.0, 8.0)}
     # Paper: Stable Diffusion v1.5, guidance 8, the released negative prompt; its default
     # scheduler is deterministic, DDIM here. Small: guidance 4 and the empty negative prompt,
     # the condition the small text UNet dropped to in training (it never saw the released one).

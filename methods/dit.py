@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.datasets.base import Dataset
+from core.search_space import Range
 from methods.diffusion.finetune import FinetuneConfig
 from methods.diffusion.method import ClassSampling, DiffusionOptions, Finetuning
 from methods.registry import register_method
@@ -38,6 +39,7 @@ HOOK_ADAPT_STEPS = "600"
 class DiT(ClassSampling):
     Options = DiTOptions
     hook_defaults = {"adapt_steps": HOOK_ADAPT_STEPS}
+    tunable = {"guidance": Range(1.0, 6.0)}
     presets = {"pretrained": {**SAMPLING, "adapt_batch": 8}, "small": {**SAMPLING, "adapt_batch": 64}}
 
     @property

@@ -17,6 +17,7 @@ import torch
 from core.datasets.base import Dataset
 from methods.base import DistillContext
 from methods.diffusion.context import DiffusionContext
+from core.search_space import Range
 from methods.diffusion.method import DiffusionDistiller, DiffusionOptions
 from methods.diffusion.samplers import StepState, sample_class
 from methods.dit import SAMPLING
@@ -56,6 +57,8 @@ class MGD3(DiffusionDistiller):
     needs_denoiser = "class"
     uses_kmeans = True
     presets = {"pretrained": dict(SAMPLING), "small": dict(SAMPLING)}
+    tunable = {"guidance": Range(1.0, 6.0), "mode_scale": Range(0.01, 1.0, log=True),
+               "stop_fraction": Range(0.2, 0.8)}
 
     def config(self) -> dict[str, Any]:
         # part of the distilled set's key: sets made with the earlier window (index < stop_t) differ

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from core.datasets.base import Dataset
+from core.search_space import Range
 from methods.diffusion.finetune import FinetuneConfig
 from methods.diffusion.method import ClassSampling, DiffusionOptions, Finetuning
 from methods.dit import SAMPLING
@@ -109,6 +110,8 @@ class Minimax(ClassSampling):
                "small": {**SAMPLING, "ft_steps": 600, "ft_batch": 64}}
 
     fine_tunes = True
+    tunable = {"guidance": Range(1.0, 6.0), "rep_weight": Range(0.0005, 0.02, log=True),
+               "div_weight": Range(0.002, 0.05, log=True)}
 
     def finetuning(self, data: Dataset) -> Finetuning:
         s = self.settings

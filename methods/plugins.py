@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from core.options import option_names
 from core.registry import Registry
+from core.search_space import Space
 from core.spec import NamedSpec
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Plugin(ABC):
     Options: ClassVar[type] = NoPluginOptions
     in_default_grid: ClassVar[bool] = True  # its variants of every default-grid method run in `bench run`
     needs_text_encoder: ClassVar[bool] = False  # reads class prompts: the backbone must load a text encoder
+    tunable: ClassVar[dict[str, Space]] = {}  # options a fair tuning may change, and their ranges
 
     def __init__(self, options: Any | None = None):
         self.options = options if options is not None else self.Options()

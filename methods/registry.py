@@ -5,14 +5,21 @@ Method specs on the command line are ``name`` or ``name[option=value,...]``, and
 (options sorted) names the leaderboard row and enters the config hash. What the layers above
 need to know of a method (its group, whether it is in the default grid, the base a plug-in
 variant is compared with) they ask here, never by name.
+
+``name[tuned]`` is the method with the options a tuning study chose (`benchmark.studies`): the
+row keeps the short name, its config records the study and the chosen options, so the choice
+is in the run hash and a trial rebuilds the method from the config alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
 
 from core.errors import BenchError
 from core.options import option_names, parse_options
 from core.registry import Registry
+from core.search_space import Space
 from core.spec import NamedSpec, parse_named
 from methods.base import GROUPS, Distiller
 from methods.plugins import PLUGINS, Plugin
@@ -21,6 +28,7 @@ METHODS: Registry[type[Distiller]] = Registry(
     "method", check=lambda obj: isinstance(obj, type) and issubclass(obj, Distiller)
 )
 EXTERNAL_PREFIX = "external:"
+TUNED = "tuned"  # the spec flag of a method run with its tuned choice
 
 
 def register_method(name: str):
@@ -29,15 +37,39 @@ def register_method(name: str):
 
 
 @dataclass(frozen=True)
+class TunedChoice:
+    """What a tuning study chose for a method spec: the study's key and the options (as text)."""
+
+    study: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"study": self.study, "options": dict(sorted(self.options.items()))}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TunedChoice:
+        return cls(str(d["study"]), {str(k): str(v) for k, v in d["options"].items()})
+
+
+@dataclass(frozen=True)
 class MethodSpec:
-    """A parsed method spec: the registered name, its options, and the built distiller."""
+    """A parsed method spec: the registered name, its options, the built distiller, and for
+    ``name[tuned]`` the tuned choice it was built with."""
 
     spec: NamedSpec
     distiller: Distiller
+    tuned: TunedChoice | None = None
 
     @property
     def label(self) -> str:
         return self.distiller.label(self.spec)
+
+    def config(self) -> dict[str, Any]:
+        """The distiller's config, and the tuned choice for a tuned spec (it enters the run hash)."""
+        config = self.distiller.config()
+        if self.tuned is not None:
+            config["tuned"] = self.tuned.to_json()
+        return config
 
 
 def _with_plugins(cls: type[Distiller], plugin_names: list[str], options: dict[str, str]) -> Distiller:
@@ -74,16 +106,62 @@ def _parse(text: str) -> NamedSpec:
     return spec
 
 
-def resolve_method(text: str) -> MethodSpec:
-    """Parse and validate a method spec; errors are one line and name the valid choices."""
-    spec = _parse(text)
-    base, *plugin_names = spec.name.split("+")
+def _build(name: str, options: dict[str, str]) -> Distiller:
+    base, *plugin_names = name.split("+")
     cls = METHODS.get(base)
     if plugin_names:
         if not all(plugin_names):
-            raise BenchError(f"empty plug-in name in '{spec.name}' (write method+plugin, e.g. d4m+evlf)")
-        return MethodSpec(spec, _with_plugins(cls, plugin_names, spec.options))
-    return MethodSpec(spec, cls.with_options(spec.options))
+            raise BenchError(f"empty plug-in name in '{name}' (write method+plugin, e.g. d4m+evlf)")
+        return _with_plugins(cls, plugin_names, options)
+    return cls.with_options(options)
+
+
+def resolve_method(text: str, tuned: TunedChoice | None = None) -> MethodSpec:
+    """Parse and validate a method spec; errors are one line and name the valid choices.
+    ``name[tuned]`` needs ``tuned``, the choice of its study (see `untuned_label`)."""
+    spec = _parse(text)
+    if TUNED not in spec.options:
+        return MethodSpec(spec, _build(spec.name, spec.options))
+    if spec.options[TUNED] != "":
+        raise BenchError(f"'{TUNED}' takes no value: write {spec.name}[{TUNED}], not '{text.strip()}'")
+    if tuned is None:
+        raise BenchError(f"'{text.strip()}' needs the choice of a tuning study (bench tune), and none was given")
+    fixed = {k: v for k, v in spec.options.items() if k != TUNED}
+    clash = sorted(set(fixed) & set(tuned.options))
+    if clash:
+        raise BenchError(f"'{text.strip()}' sets '{clash[0]}', which its tuning study chose")
+    return MethodSpec(spec, _build(spec.name, fixed | tuned.options), tuned)
+
+
+def untuned_label(text: str) -> str | None:
+    """For ``name[tuned,...]``: the label of the spec that was tuned (the same without the flag),
+    whose study holds the choice; None for a spec without the flag. Refuses a method with
+    nothing to tune."""
+    spec = _parse(text)
+    if TUNED not in spec.options:
+        return None
+    plain = resolve_method(NamedSpec(spec.name, {k: v for k, v in spec.options.items() if k != TUNED}).canonical())
+    if not tuning_space(plain):
+        raise BenchError(f"method '{plain.label}' has no tunable options, so it has no tuned choice: write "
+                         f"'{plain.label}'")
+    return plain.label
+
+
+def tuning_space(method: MethodSpec) -> dict[str, Space]:
+    """What a tuning of ``method`` searches: the tunable options of the method and its plug-ins,
+    less those its spec fixes (``dit[adapt_steps=600]`` is tuned with 600 adaptation steps)."""
+    space = dict(method.distiller.tunable)
+    for plugin in method.distiller.plugins:
+        space.update(plugin.tunable)
+    return {k: v for k, v in space.items() if k not in method.spec.options}
+
+
+def method_of_run(label: str, method_config: str | dict[str, Any]) -> MethodSpec:
+    """The method of a planned run: its label, with the tuned choice its recorded config holds
+    (a trial rebuilds ``name[tuned]`` from the run alone, without the study store)."""
+    config = json.loads(method_config) if isinstance(method_config, str) else method_config
+    tuned = config.get("tuned")
+    return resolve_method(label, TunedChoice.from_json(tuned) if tuned else None)
 
 
 def _group_rank(name: str) -> tuple[int, str]:

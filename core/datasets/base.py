@@ -1,12 +1,14 @@
 """The data set record every loader returns, and the registry of loaders."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from core.errors import SealedSplitError
 from core.registry import Registry
 
 
@@ -70,6 +72,29 @@ class Dataset:
         if not self._fingerprint:
             self._fingerprint.append(fingerprint_of(self.name, (self.train, self.val, self.test)))
         return self._fingerprint[0]
+
+
+class SealedSplit:
+    """A split that must not be read: every use raises `SealedSplitError` (the test split while
+    a tuning study scores candidates on the validation split)."""
+
+    def __init__(self, why: str):
+        self.__dict__["why"] = why
+
+    def __getattr__(self, name: str):
+        raise SealedSplitError(f"the test split is sealed {self.__dict__['why']} (read: '{name}')")
+
+    def __setattr__(self, name: str, value) -> None:
+        raise SealedSplitError(f"the test split is sealed {self.__dict__['why']}")
+
+    def __len__(self) -> int:
+        raise SealedSplitError(f"the test split is sealed {self.__dict__['why']} (read: its length)")
+
+
+def with_sealed_test(data: Dataset, why: str) -> Dataset:
+    """``data`` whose test split raises on any use; its fingerprint (taken first) is unchanged,
+    so every cached artifact of the data set is still found."""
+    return dataclasses.replace(data, test=SealedSplit(why), _fingerprint=[data.fingerprint()])
 
 
 def fingerprint_of(name: str, splits: tuple[Split, Split, Split]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from core.search_space import Range
 from methods.diffusion.backbone import ProgressFn
 from methods.evlf.diagnostics import as_rows
 from methods.evlf.training import EVLFOptions, TrainedFusion, get_fusion, load_fusion
@@ -36,6 +37,7 @@ class EVLF(Plugin):
 
     Options = EVLFOptions
     needs_text_encoder = True
+    tunable = {"lambda1": Range(0.01, 1.0, log=True)}
 
     def trained(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> TrainedFusion:
         """The fusion module for this backbone and data: cached, or trained now."""

@@ -1,0 +1,105 @@
+"""`bench tune`: run the tuning studies a command line asks for and print what each chose."""
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from benchmark.studies import COMPLETE, FAILED, STOPPED, Study, StudyStore, TrialRecord
+from benchmark.tuning import TuneRequest, plan_studies, run_study
+from core.errors import BenchError
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def summary_table(studies: list[Study]) -> Table:
+    table = Table(title="bench tune: validation accuracy (%), defaults and tuned choice")
+    for column in ("method", "data", "IPC", "trials (complete/stopped/failed)", "defaults", "chosen", "options"):
+        table.add_column(column)
+    for s in studies:
+        counts = "/".join(str(sum(t.status == k for t in s.trials)) for k in (COMPLETE, STOPPED, FAILED))
+        chosen, default = s.chosen, s.defaults
+        options = ", ".join(f"{k}={v}" for k, v in chosen.options.items()) if chosen else "none completed"
+        table.add_row(escape(s.method), s.dataset, str(s.ipc), counts,
+                      _fmt(default.objective if default else None), _fmt(chosen.objective if chosen else None),
+                      escape(options))
+    return table
+
+
+def trial_line(label: str, t: TrialRecord) -> str:
+    """One finished candidate as a progress line."""
+    options = " ".join(f"{k}={v}" for k, v in t.options.items())
+    if t.status == FAILED:
+        return f"  {label} trial {t.number}: {options}: {t.status}: {t.error}"
+    step, last = t.scores[-1] if t.scores else (0, None)
+    return f"  {label} trial {t.number}: {options}: {t.status} at step {step}, validation {_fmt(last)} " \
+           f"({t.seconds:.0f} s)"
+
+
+def tune(req: TuneRequest, store_root: str, cache_root: str, console: Console) -> list[Study]:
+    """Plan every study (refusing bad input first), run those the store lacks, store each as it ends."""
+    from benchmark.runner import _init_ray
+    from benchmark.scratch import Scratch
+
+    planned, nothing = plan_studies(req)
+    for label in nothing:
+        console.print(escape(f"{label}: no tunable options; its defaults are its only choice (run it as '{label}')"))
+    store = StudyStore(store_root)
+    studies: list[Study] = []
+    todo = []
+    for p in planned:
+        found = None if req.fresh else store.get(p.key)
+        if found is not None:
+            console.print(escape(f"{p.method.label}: this study is in the store already (use --fresh to run it again)"))
+            studies.append(found)
+        else:
+            todo.append(p)
+    if todo:
+        import ray
+
+        with Scratch() as scratch:
+            started = _init_ray(None, scratch)
+            try:
+                for p in todo:
+                    space = ", ".join(f"{k} {v.describe()}" for k, v in sorted(p.space.items()))
+                    console.print(escape(f"{p.method.label}: {req.trials} trials over {space}"))
+
+                    study = run_study(p, req, cache_root, scratch,
+                                      lambda t, label=p.method.label: console.print(escape(trial_line(label, t))))
+                    store.put(study)
+                    studies.append(study)
+            finally:
+                if started:
+                    ray.shutdown()
+    if studies:
+        console.print(summary_table(studies))
+    return studies
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmark.cli import _cache
+    from benchmark.store import default_store_root
+    from core.datasets import canonical_dataset
+    from core.spec import parse_named_list, parse_positive_ints
+
+    if args.cpus_per_trial <= 0:
+        raise BenchError("--cpus-per-trial must be positive")
+    ipcs = parse_positive_ints(args.ipc, "--ipc")
+    if len(ipcs) != 1:
+        raise BenchError("--ipc takes one value for a tuning study (the chosen options are used at every IPC)")
+    if args.trials < 1 or args.scorings < 1 or args.seed < 0:
+        raise BenchError("--trials and --scorings must be at least 1, --seed not negative")
+    methods = tuple(s.canonical() for s in parse_named_list(args.methods))
+    console = Console(soft_wrap=True)
+    cache_root = str(_cache(args).root)
+    store_root = args.store or str(default_store_root())
+    studies = []
+    for dataset in (canonical_dataset(d.strip()) for d in args.datasets.split(",") if d.strip()):
+        req = TuneRequest(methods, dataset, ipcs[0], args.trials, args.arch, args.protocol, args.budget, args.seed,
+                          args.scorings, args.cpus_per_trial, args.fresh)
+        studies += tune(req, store_root, cache_root, console)
+    return 0 if all(s.chosen is not None for s in studies) else 1

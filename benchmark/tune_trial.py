@@ -1,0 +1,79 @@
+"""What one candidate of a tuning study does: distil a set with the candidate's options and
+score a student on the validation split, reporting each scoring to Ray Tune (whose ASHA
+scheduler may stop it there). The data set's test split is sealed for the whole candidate:
+any read of it raises, so nothing the search sees can come from the test split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from core.artifacts import ArtifactCache
+from core.datasets import load_dataset
+from core.datasets.base import Dataset, with_sealed_test
+from core.search_space import Space
+from core.spec import NamedSpec
+from evaluators.evaluate import score_on_validation
+from evaluators.protocols import resolve
+from methods.registry import MethodSpec, resolve_method
+
+SEALED_WHY = "while tuning (candidates are scored on the validation split only)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Everything a tuning trial needs besides the drawn options (it travels to the workers)."""
+
+    name: str  # the spec's name, e.g. "d4m+evlf"
+    fixed: dict[str, str]  # the options the tuned spec sets itself
+    space: dict[str, Space]
+    dataset: str
+    ipc: int
+    arch: str
+    protocol: str
+    budget: str
+    seed: int
+    scorings: int
+    final_step: int  # the student's last step: its scoring is the candidate's result
+    cache_root: str
+    threads: int = 1
+
+    def method(self, options: dict[str, str]) -> MethodSpec:
+        return resolve_method(NamedSpec(self.name, {**self.fixed, **options}).canonical())
+
+    def option_text(self, drawn: dict[str, Any]) -> dict[str, str]:
+        """Drawn values as option text (floats to 4 significant digits)."""
+        return {k: self.space[k].text(v) for k, v in sorted(drawn.items())}
+
+
+def sealed_dataset(name: str) -> Dataset:
+    """The data set with its test split sealed (see `core.datasets.base.with_sealed_test`)."""
+    return with_sealed_test(load_dataset(name), SEALED_WHY)
+
+
+def score_candidate(candidate: Candidate, options: dict[str, str], device: torch.device,
+                    on_score: Callable[[int, float], None], data: Dataset | None = None) -> float:
+    """The candidate's validation score (see `evaluators.evaluate.score_on_validation`)."""
+    from benchmark.trial import distill_context
+
+    data = data or sealed_dataset(candidate.dataset)
+    distiller = candidate.method(options).distiller
+    distiller.validate(data, candidate.ipc)
+    ctx = distill_context(ArtifactCache(candidate.cache_root), device)
+    distiller.prepare(data, ctx)  # what this candidate's options train (cached by the method)
+    dset = distiller.distill(data, candidate.ipc, candidate.seed, ctx)
+    protocol, budget = resolve(candidate.protocol, candidate.budget)
+    return score_on_validation(dset.images, dset.labels, data, candidate.arch, protocol, budget, candidate.seed,
+                               device, candidate.ipc, candidate.scorings, on_score)
+
+
+def tuning_trainable(config: dict[str, Any], candidate: Candidate | None = None) -> None:
+    """The Ray Tune function trainable: ``config`` holds the drawn options."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, candidate.threads))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    options = candidate.option_text(config)
+    score_candidate(candidate, options, device, lambda step, acc: tune.report(
+        {"val_acc": acc, "step": step, "final": step == candidate.final_step}))
