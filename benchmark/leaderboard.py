@@ -24,7 +24,7 @@ from benchmark.stats import CellStats, summarize, welch_t_test
 from core.artifacts import ArtifactCache
 from core.rows import ResultRow
 from methods.base import GROUPS
-from methods.registry import base_of, method_group, plugin_names
+from methods.registry import base_of, is_ceiling, method_group, plugin_names
 
 FULL_LABEL = f"{FULL} (reference)"
 EMPTY = "—"
@@ -111,21 +111,31 @@ def _build_board(dataset: str, protocol: str, budget: str, rows: list[ResultRow]
     for j, col in enumerate(columns):
         # Compare at the shown precision so that two cells that read the same are both bold.
         shown = {i: round(stats[(m, col)].mean, 1)
-                 for i, m in enumerate(methods) if m != FULL and (m, col) in stats}
+                 for i, m in enumerate(methods) if m != FULL and not is_ceiling(m) and (m, col) in stats}
         if shown:
             best = max(shown.values())
             bold |= {(i, j) for i, v in shown.items() if v == best}
 
+    recon = any(is_ceiling(m) for m in methods)
     notes = _notes(protocol, budget, rows, methods, columns, stats, several, bases)
     return Leaderboard(
         dataset=dataset, protocol=protocol, budget=budget,
         columns=[_column_label(c, several) for c in columns], rows=table, notes=notes, bold=bold,
-        detail_columns=DETAIL_COLUMNS, details=_details(rows, methods),
+        detail_columns=detail_columns(recon), details=_details(rows, methods, recon),
     )
 
 
 DETAIL_COLUMNS = ["method", "IPC", "student", "95% CI", "gain over random", "gap to full",
                   "recognizability", "FD (teacher)", "diversity", "coverage"]
+RECON_COLUMN = "gain over recon"
+
+
+def detail_columns(recon: bool) -> list[str]:
+    """The second table's columns; "gain over recon" only on a board with decoding-ceiling rows."""
+    if not recon:
+        return list(DETAIL_COLUMNS)
+    at = DETAIL_COLUMNS.index("gain over random") + 1
+    return [*DETAIL_COLUMNS[:at], RECON_COLUMN, *DETAIL_COLUMNS[at:]]
 
 
 def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
@@ -134,7 +144,7 @@ def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _details(rows: list[ResultRow], methods: list[str]) -> list[list[str]]:
+def _details(rows: list[ResultRow], methods: list[str], recon: bool) -> list[list[str]]:
     """Per (method, IPC, arch): the CI of the mean, relative scores and mean image-quality metrics."""
     rel = relative_scores(rows)
     groups: dict[tuple[str, int | None, str], list[ResultRow]] = defaultdict(list)
@@ -152,8 +162,9 @@ def _details(rows: list[ResultRow], methods: list[str]) -> list[list[str]]:
             vals = [r.metrics[key] for r in members if r.metrics.get(key) is not None]
             return sum(vals) / len(vals) if vals else None
 
+        recon_cell = [_fmt(first.get("gain_over_recon"), signed=True)] if recon else []
         out.append([FULL_LABEL if method == FULL else method, "all" if ipc is None else str(ipc), arch, ci,
-                    _fmt(first.get("gain_over_random"), signed=True), _fmt(first.get("gap_to_full")),
+                    _fmt(first.get("gain_over_random"), signed=True), *recon_cell, _fmt(first.get("gap_to_full")),
                     _fmt(mean_of("recognizability")), _fmt(mean_of("fd_teacher"), 2),
                     _fmt(mean_of("diversity"), 3), _fmt(mean_of("coverage"))])
     return out
@@ -195,6 +206,13 @@ def _notes(
             "IPC, so its one value is repeated in every column"
             + (" of its student" if several else "") + " and is never bold."
         )
+    ceilings = [m for m in methods if is_ceiling(m)]
+    if ceilings:
+        notes.append(
+            f"{' / '.join(f'{c!r}' for c in ceilings)}: {RANDOM}'s images (the same ones, seed by seed) encoded "
+            "through a generative backbone's hook and decoded: the best a method decoding that backbone's latents "
+            f"can reach; never bold. Gain over recon: a row's mean minus the mean of the recon row of its "
+            "backbone and plug-ins at the same IPC, i.e. what generation itself costs.")
     plugins = plugin_names([m for m in methods if bases[m] is not None])
     if plugins:
         marks = " / ".join(f"'+{p}'" for p in plugins)
@@ -208,7 +226,7 @@ def _notes(
             continue
         label = _column_label(col, several)
         others = [(stats[(m, col)].mean, m) for m in methods
-                  if m not in (FULL, RANDOM) and (m, col) in stats]
+                  if m not in (FULL, RANDOM) and not is_ceiling(m) and (m, col) in stats]
         if not others:
             continue
         if (RANDOM, col) not in stats:

@@ -13,7 +13,7 @@ from evaluators.archs import ARCHS, StudentShape, build_student
 from evaluators.protocols import PROTOCOL_VERSION, Budget, Protocol, resolve
 from core.datasets.base import Dataset
 from methods import METHODS, default_methods, resolve_method
-from methods.registry import MethodSpec, TunedChoice, base_of, untuned_label
+from methods.registry import MethodSpec, TunedChoice, base_of, ceiling_of, untuned_label
 
 # (the label of a tuned spec, the data set) -> the choice of its latest study, or None
 ChoiceLookup = Callable[[str, Dataset], TunedChoice | None]
@@ -30,15 +30,19 @@ class GridRequest:
     protocol: str = "dc"
     budget: str = "quick"
     seeds: tuple[int, ...] | None = None
-    references: bool = True  # add the `random` and `full` references and each plug-in variant's base row
+    # add the `random` and `full` references, each plug-in variant's base row and each generative
+    # row's decoding ceiling (`recon` with its backbone and plug-ins)
+    references: bool = True
 
 
 DEFAULT_GRID = GridRequest()
 
 
 def reference_methods() -> list[str]:
-    """The rows every relative score is measured against: the methods of the reference and baseline groups."""
-    return [name for name in METHODS.names() if METHODS.get(name).group in ("reference", "baseline")]
+    """The rows every relative score is measured against: the methods of the reference and baseline
+    groups (a decoding ceiling comes only with the generative rows it is measured against)."""
+    return [name for name in METHODS.names()
+            if METHODS.get(name).group in ("reference", "baseline") and not METHODS.get(name).ceiling]
 
 
 @dataclass
@@ -82,7 +86,9 @@ def grid_methods(req: GridRequest, data: Dataset | None = None,
     methods = {m.label: m for m in (_resolve(text, data, choices) for text in req.methods)}
     if req.references:  # the rows relative scores and plug-in differences are measured against
         pairs = [base for label in methods if (base := base_of(label)) is not None]
-        for text in dict.fromkeys([*pairs, *reference_methods()]):
+        labels = [*methods, *pairs]
+        ceilings = [c for label in labels if (c := ceiling_of(label)) is not None]
+        for text in dict.fromkeys([*pairs, *reference_methods(), *ceilings]):
             spec = _resolve(text, data, choices)
             methods.setdefault(spec.label, spec)
     return methods

@@ -1,7 +1,9 @@
 """Relative scores: every row's cell compared with the `random` and `full` reference cells.
 
 ``gain_over_random`` = mean of the row's cell - mean of `random` at the same IPC;
-``gap_to_full`` = mean of `full` - mean of the row's cell; both in percentage points, both
+``gain_over_recon`` = mean of the row's cell - mean of its decoding ceiling (`recon` through the
+same backbone and hook, `methods.recon`) at the same IPC: what generation costs, for generative
+rows; ``gap_to_full`` = mean of `full` - mean of the row's cell; all in percentage points, all
 within one (dataset, protocol, budget, arch), so numbers of different protocols never mix.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable
 
 from core.rows import ResultRow
 from evaluators.evaluate import BEST_SEEN_LABEL
+from methods.registry import ceiling_of
 
 FULL, RANDOM = "full", "random"
 QUALITY_KEYS = ("recognizability", "fd_teacher", "diversity", "coverage")
@@ -30,17 +33,22 @@ def cell_means(rows: Iterable[ResultRow]) -> dict[tuple, float]:
 
 
 def relative_scores(rows: list[ResultRow]) -> dict[str, dict[str, float | None]]:
-    """``{run_hash: {"gain_over_random": ..., "gap_to_full": ...}}`` for every ok row."""
+    """``{run_hash: {"gain_over_random": ..., "gain_over_recon": ..., "gap_to_full": ...}}`` for
+    every ok row (None where the board lacks the reference row)."""
     means = cell_means(rows)
+    ceilings = {m: ceiling_of(m) for m in {r.method for r in rows}}
     out: dict[str, dict[str, float | None]] = {}
     for r in rows:
         if r.status != "ok" or r.test_acc is None:
             continue
         mine = means[(*_board(r), r.method, r.ipc)]
         rand = means.get((*_board(r), RANDOM, r.ipc)) if r.ipc is not None else None
+        ceiling = ceilings[r.method]
+        recon = means.get((*_board(r), ceiling, r.ipc)) if ceiling and r.ipc is not None else None
         full = means.get((*_board(r), FULL, None))
         out[r.run_hash] = {
             "gain_over_random": None if rand is None else round(mine - rand, 4),
+            "gain_over_recon": None if recon is None else round(mine - recon, 4),
             "gap_to_full": None if full is None else round(full - mine, 4),
         }
     return out
@@ -52,7 +60,7 @@ def enriched_json(rows: list[ResultRow]) -> list[dict]:
     out = []
     for r in rows:
         d = r.to_json()
-        d.update(rel.get(r.run_hash, {"gain_over_random": None, "gap_to_full": None}))
+        d.update(rel.get(r.run_hash, {"gain_over_random": None, "gain_over_recon": None, "gap_to_full": None}))
         d.update({k: r.metrics.get(k) for k in QUALITY_KEYS})
         if r.metrics.get("test_acc_best_seen") is not None:
             d["test_acc_best_seen"] = {"value": r.metrics["test_acc_best_seen"], "selection": BEST_SEEN_LABEL}

@@ -79,6 +79,13 @@ class Distiller(ABC):
     hook_defaults: ClassVar[dict[str, str]] = {}
     # options a fair tuning may change, and their ranges (`bench tune` searches exactly these)
     tunable: ClassVar[dict[str, Space]] = {}
+    ceiling: ClassVar[bool] = False  # a reference row of real images through a backbone (`recon`), not a method
+
+    @classmethod
+    def ceiling_spec(cls, spec: NamedSpec) -> NamedSpec | None:
+        """The row that shows the best this method's output format allows (its backbone's decoding
+        of real images, for a generative method), or None."""
+        return None
 
     def __init__(self, options: Any | None = None, plugins: Sequence[Plugin] = ()):
         self.options = options if options is not None else self.Options()

@@ -8,10 +8,10 @@ from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 
 
-def random_indices(labels: torch.Tensor, num_classes: int, ipc: int, seed: int) -> torch.Tensor:
-    """Indices of ``ipc`` images per class; one generator drawn class by class, so a seed
-    gives the same subset on every machine and in every process."""
-    generator = torch.Generator().manual_seed(seed)
+def random_indices(labels: torch.Tensor, num_classes: int, ipc: int, seed: int | torch.Generator) -> torch.Tensor:
+    """Indices of ``ipc`` images per class; one generator (``seed``'s, or a fresh one given)
+    drawn class by class, so a seed gives the same subset on every machine and in every process."""
+    generator = torch.Generator().manual_seed(seed) if isinstance(seed, int) else seed
     picks = []
     for c in range(num_classes):
         members = torch.nonzero(labels == c, as_tuple=False).flatten()

@@ -209,6 +209,25 @@ def base_of(label: str) -> str | None:
     return base.canonical()
 
 
+def ceiling_of(label: str) -> str | None:
+    """The label of the decoding-ceiling row a row is measured against (``d4m+evlf`` ->
+    ``recon+evlf``), or None for a method without one."""
+    try:
+        spec = _parse(label)
+        ceiling = METHODS.get(spec.name.split("+")[0]).ceiling_spec(spec)
+    except BenchError:
+        return None
+    return None if ceiling is None else ceiling.canonical()
+
+
+def is_ceiling(label: str) -> bool:
+    """Whether a row is a decoding-ceiling reference (never ranked as a method)."""
+    try:
+        return METHODS.get(_parse(label).name.split("+")[0]).ceiling
+    except BenchError:
+        return False
+
+
 def plugin_names(labels: list[str]) -> list[str]:
     """The plug-ins used by any of ``labels``, sorted."""
     return sorted({part for label in labels for part in _parse_safe(label).name.split("+")[1:]})

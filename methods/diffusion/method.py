@@ -22,6 +22,7 @@ from methods.base import DistillContext, DistilledSet, Distiller, check_ipc_fits
 from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, require_denoiser
 from methods.diffusion.context import DiffusionContext, class_ids_for
 from methods.diffusion.samplers import SamplerConfig
+from core.spec import NamedSpec
 from methods.plugins import Plugin, PluginReport
 
 
@@ -55,6 +56,22 @@ class DiffusionDistiller(Distiller):
     uses_kmeans: ClassVar[bool] = False  # k = IPC clusters per class of real latents
     # backbone family ("small" | "pretrained") -> values for options left unset
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    ceiling_method: ClassVar[str] = "recon"  # real images through the hook and decoded (`methods.recon`)
+
+    @classmethod
+    def ceiling_spec(cls, spec: NamedSpec) -> NamedSpec | None:
+        """``recon`` with this spec's backbone options and plug-ins (and their options): the same
+        hook and decoder, fed with `random`'s real images instead of generated latents."""
+        if cls.ceiling:
+            return None
+        from core.options import option_names
+        from methods.plugins import PLUGINS
+        from methods.registry import METHODS
+
+        plugins = spec.name.split("+")[1:]
+        keep = set(option_names(METHODS.get(cls.ceiling_method).Options)).union(
+            *(option_names(PLUGINS.get(p).Options) for p in plugins))
+        return NamedSpec("+".join([cls.ceiling_method, *plugins]), {k: v for k, v in spec.options.items() if k in keep})
 
     @property
     def family(self) -> str:
@@ -87,14 +104,15 @@ class DiffusionDistiller(Distiller):
         entry = BACKBONES.get(self.options.backbone)
         if self.needs_denoiser == "class" and entry.class_space is not None:
             class_ids_for(self.options.backbone, entry.class_space, data)
-        if self.needs_denoiser not in entry.denoisers:
+        if self.needs_denoiser is not None and self.needs_denoiser not in entry.denoisers:
             raise BenchError(f"method '{self.name}' needs a {self.needs_denoiser}-conditional denoiser, which "
                              f"backbone '{self.options.backbone}' lacks (it has: {', '.join(entry.denoisers)})")
         if entry.family == "small":
             from methods.diffusion.small import RECIPES
 
             RECIPES.get(self.options.recipe)
-        self.sampler_config()  # refuses a bad sampler, step count or guidance
+        if self.needs_denoiser is not None:
+            self.sampler_config()  # refuses a bad sampler, step count or guidance
         if self.uses_kmeans:
             check_ipc_fits(data, ipc, self.name, ": '{method}' clusters each class's real latents into IPC groups")
 
@@ -150,7 +168,8 @@ class DiffusionDistiller(Distiller):
     def plain_context(self, data: Dataset, ctx: DistillContext) -> DiffusionContext:
         """The diffusion context of this data set with the plain hook."""
         backbone = self.backbone(data, ctx)
-        require_denoiser(self, backbone)
+        if self.needs_denoiser is not None:  # a method that only encodes and decodes samples nothing
+            require_denoiser(self, backbone)
         return DiffusionContext.for_dataset(backbone, data)
 
     def context(self, data: Dataset, ctx: DistillContext, prepare: bool = False) -> DiffusionContext:

@@ -2,7 +2,6 @@
 and one that reads the test split (which a tuning study must never let it do)."""
 from dataclasses import dataclass
 
-
 from core.distilled import DistilledSet
 from core.search_space import Range
 from methods.base import Distiller
