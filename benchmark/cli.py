@@ -357,12 +357,16 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import write_leaderboards
 
-    rows = _store(args).rows()
+    from benchmark.studies import StudyStore
+
+    store = _store(args)
+    rows = store.rows()
     if not rows:
         raise BenchError("the result store holds no finished runs yet; run 'bench run' first")
     out = Path(args.out)
     try:
-        paths = write_leaderboards(rows, out, cache=None if args.no_samples else _cache(args))
+        paths = write_leaderboards(rows, out, cache=None if args.no_samples else _cache(args),
+                                   studies=StudyStore(store.root).all())
     except OSError as exc:
         raise BenchError(f"cannot write leaderboards to {out}: {exc.strerror or exc}") from None
     for p in paths:

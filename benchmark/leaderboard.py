@@ -21,6 +21,8 @@ from benchmark.relative import FULL, RANDOM, relative_scores
 from benchmark.reported import render_reported
 from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
 from benchmark.stats import CellStats, summarize, welch_t_test
+from benchmark.studies import Study
+from benchmark.tuning_page import PAGE, write_tuning_page
 from core.artifacts import ArtifactCache
 from core.rows import ResultRow
 from methods.base import GROUPS
@@ -331,11 +333,12 @@ def _grid_section(grids: dict[str, tuple[Path, int, int]], out_dir: Path) -> str
     return "\n".join(lines)
 
 
-def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: ArtifactCache | None = None) -> list[Path]:
+def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: ArtifactCache | None = None,
+                       studies: list[Study] | None = None) -> list[Path]:
     """Write one markdown file per board and an ``index.md`` linking them; returns the paths written.
 
     With ``cache``, each page also gets a PNG sample grid per method (under ``samples/``) from
-    the distilled sets still in the cache.
+    the distilled sets still in the cache. With tuning ``studies``, a ``tuning.md`` page too.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,6 +379,11 @@ def write_leaderboards(rows: Iterable[ResultRow], out_dir: Path, cache: Artifact
     written.append(reported)
     links.append("- [Reported by the papers (not measured here)](reported.md): EVLF, Minimax, D4M on ImageWoof, "
                  "ImageNette, ImageIDC, with the `bench run` line for each column")
+    tuning = write_tuning_page(studies or [], out_dir)
+    if tuning:
+        written.extend(tuning)
+        links.append(f"- [Tuning studies]({PAGE}): what `bench tune` searched for each method, on the validation "
+                     "split, and what it chose")
     index = out_dir / "index.md"
     listing = "\n".join(links) if links else "No successful runs yet."
     index.write_text(

@@ -98,7 +98,8 @@ class Study:
 
 
 class StudyStore:
-    """The ``studies`` table of ``<root>/bench.sqlite3`` (the result store's file)."""
+    """The ``studies`` table of ``<root>/bench.sqlite3`` (the result store's file); it is created
+    by the first study stored, so reading a store never changes it."""
 
     def __init__(self, root: str | Path):
         from benchmark.store import BUSY_TIMEOUT_S, DB_NAME
@@ -108,14 +109,13 @@ class StudyStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-            with self._conn:
-                self._conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise BenchError(f"cannot use the tuning studies in {self.path}: {exc}; set --store to a writable "
                              "directory") from None
 
     def put(self, study: Study) -> None:
         with self._lock, self._conn:
+            self._conn.executescript(_SCHEMA)
             self._conn.execute(
                 "INSERT OR REPLACE INTO studies (study_key, method, dataset, data_fingerprint, record, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -137,6 +137,9 @@ class StudyStore:
 
     def _select(self, clause: str, args: list[Any]) -> list[Study]:
         with self._lock:
+            exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'").fetchone()
+            if not exists:
+                return []
             rows = self._conn.execute(f"SELECT record FROM studies {clause} ORDER BY created_at", args).fetchall()
         return [Study.from_json(json.loads(record)) for (record,) in rows]
 
