@@ -86,7 +86,7 @@ def test_a_grid_runs_on_a_node_without_the_data_or_the_drivers_cache(two_nodes, 
                 extra_env=auth, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads(bench("results", "--json").stdout)
-    assert sorted(r["method"] for r in rows) == ["dit[recipe=smoke]", "full", "herding", "random"]
+    assert sorted(r["method"] for r in rows) == ["dit[recipe=smoke]", "full", "herding", "random", "recon[recipe=smoke]"]
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     nodes = {r["metrics"]["node"] for r in rows}
     assert len(nodes) == 1 and "Ray node" in nodes.pop()  # every row says where it ran

@@ -82,8 +82,9 @@ def test_the_default_grid_plans_exactly_the_runs_of_the_published_store():
         published = set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
                                      "WHERE status = 'ok' AND protocol = 'dc' AND budget = 'quick'").fetchall())
     planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(DEFAULT_GRID).runs}
-    assert len(published) == 102 and published == planned
-    assert {m for _, m, _, _ in published} >= {"full", "random", "dit[adapt_steps=600]", "dit+evlf"}
+    assert len(published) == 120 and published == planned
+    assert {m for _, m, _, _ in published} >= {"full", "random", "dit[adapt_steps=600]", "dit+evlf", "recon",
+                                               "recon+evlf"}
 
 
 def test_a_plugin_variant_brings_its_base_row_with_what_the_replaced_hook_implies():
