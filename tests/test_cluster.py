@@ -105,7 +105,8 @@ def test_a_grid_runs_on_a_node_without_the_data_or_the_drivers_cache(two_nodes, 
     boards = tmp_path / "boards"
     assert bench("leaderboard", "--out", str(boards)).returncode == 0
     grids = {p.name.rsplit("__", 1)[1] for p in (boards / "samples").glob("*.png")}
-    assert grids == {"random.png", "herding.png", "dit_recipe=smoke.png"}  # from the sets the node sent back
+    # from the sets the node sent back
+    assert grids == {"random.png", "herding.png", "dit_recipe=smoke.png", "recon_recipe=smoke.png"}
 
     out = tmp_path / "export"
     exported = bench("export", "--method", "dit[recipe=smoke]", "--dataset", data, "--ipc", "1", "--seed", "0",
