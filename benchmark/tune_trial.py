@@ -4,8 +4,9 @@ scheduler may stop it there). The data set's test split is sealed for the whole 
 any read of it raises, so nothing the search sees can come from the test split."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -70,10 +71,11 @@ def score_candidate(candidate: Candidate, options: dict[str, str], device: torch
 
 def tuning_trainable(config: dict[str, Any], candidate: Candidate | None = None) -> None:
     """The Ray Tune function trainable: ``config`` holds the drawn options."""
+    import ray
     from ray import tune
 
     torch.set_num_threads(max(1, candidate.threads))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     options = candidate.option_text(config)
     score_candidate(candidate, options, device, lambda step, acc: tune.report(
         {"val_acc": acc, "step": step, "final": step == candidate.final_step}))

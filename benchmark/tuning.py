@@ -184,18 +184,17 @@ def run_study(planned: PlannedStudy, req: TuneRequest, cache_root: str, scratch:
               on_trial: Callable[[TrialRecord], None]) -> Study:
     """One Ray Tune experiment (Ray is running); returns the study, not yet stored."""
     import optuna
+    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from benchmark.provenance import git_commit
     from benchmark.runner import quiet_tune
+    from benchmark.trial import distill_context
 
     quiet_tune()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    from benchmark.provenance import git_commit
-    from benchmark.trial import distill_context
-
     data = sealed_dataset(req.dataset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # what every candidate shares (the backbone; the defaults' fine-tuned parts), once, here
@@ -206,9 +205,11 @@ def run_study(planned: PlannedStudy, req: TuneRequest, cache_root: str, scratch:
                           cache_root, threads=max(1, int(req.cpus_per_trial)))
     recorder = _Recorder(candidate, on_trial)
     searcher = OptunaSearch(seed=req.seed, points_to_evaluate=[planned.defaults] if planned.defaults else None)
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0  # a GPU per candidate where there are GPUs
     slots = max(1, int((os.cpu_count() or 1) // req.cpus_per_trial))
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(tuning_trainable, candidate=candidate), {"cpu": req.cpus_per_trial}),
+        tune.with_resources(tune.with_parameters(tuning_trainable, candidate=candidate),
+                            {"cpu": req.cpus_per_trial, "gpu": gpus}),
         param_space={name: dim.domain() for name, dim in planned.space.items()},
         tune_config=tune.TuneConfig(
             metric="val_acc", mode="max", search_alg=searcher, num_samples=req.trials, max_concurrent_trials=slots,
