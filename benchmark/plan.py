@@ -86,10 +86,12 @@ def grid_methods(req: GridRequest, data: Dataset | None = None,
     methods = {m.label: m for m in (_resolve(text, data, choices) for text in req.methods)}
     if req.references:  # the rows relative scores and plug-in differences are measured against
         pairs = [base for label in methods if (base := base_of(label)) is not None]
-        labels = [*methods, *pairs]
-        ceilings = [c for label in labels if (c := ceiling_of(label)) is not None]
-        for text in dict.fromkeys([*pairs, *reference_methods(), *ceilings]):
+        for text in dict.fromkeys([*pairs, *reference_methods()]):
             spec = _resolve(text, data, choices)
+            methods.setdefault(spec.label, spec)
+        ceilings = [c for spec in list(methods.values()) if (c := ceiling_of(spec.label, spec.tuned)) is not None]
+        for text in dict.fromkeys(ceilings):
+            spec = resolve_method(text)
             methods.setdefault(spec.label, spec)
     return methods
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from core.rows import ResultRow
 from evaluators.evaluate import BEST_SEEN_LABEL
-from methods.registry import ceiling_of
+from methods.registry import ceiling_of, tuned_of
 
 FULL, RANDOM = "full", "random"
 QUALITY_KEYS = ("recognizability", "fd_teacher", "diversity", "coverage")
@@ -36,14 +36,15 @@ def relative_scores(rows: list[ResultRow]) -> dict[str, dict[str, float | None]]
     """``{run_hash: {"gain_over_random": ..., "gain_over_recon": ..., "gap_to_full": ...}}`` for
     every ok row (None where the board lacks the reference row)."""
     means = cell_means(rows)
-    ceilings = {m: ceiling_of(m) for m in {r.method for r in rows}}
+    # a tuned row's ceiling decodes through the hook its tuning chose (e.g. EVLF's lambda1)
+    ceilings = {r.run_hash: ceiling_of(r.method, tuned_of(r.config.get("method_config", {}))) for r in rows}
     out: dict[str, dict[str, float | None]] = {}
     for r in rows:
         if r.status != "ok" or r.test_acc is None:
             continue
         mine = means[(*_board(r), r.method, r.ipc)]
         rand = means.get((*_board(r), RANDOM, r.ipc)) if r.ipc is not None else None
-        ceiling = ceilings[r.method]
+        ceiling = ceilings[r.run_hash]
         recon = means.get((*_board(r), ceiling, r.ipc)) if ceiling and r.ipc is not None else None
         full = means.get((*_board(r), FULL, None))
         out[r.run_hash] = {

@@ -160,8 +160,7 @@ def method_of_run(label: str, method_config: str | dict[str, Any]) -> MethodSpec
     """The method of a planned run: its label, with the tuned choice its recorded config holds
     (a trial rebuilds ``name[tuned]`` from the run alone, without the study store)."""
     config = json.loads(method_config) if isinstance(method_config, str) else method_config
-    tuned = config.get("tuned")
-    return resolve_method(label, TunedChoice.from_json(tuned) if tuned else None)
+    return resolve_method(label, tuned_of(config))
 
 
 def _group_rank(name: str) -> tuple[int, str]:
@@ -209,15 +208,23 @@ def base_of(label: str) -> str | None:
     return base.canonical()
 
 
-def ceiling_of(label: str) -> str | None:
+def ceiling_of(label: str, tuned: TunedChoice | None = None) -> str | None:
     """The label of the decoding-ceiling row a row is measured against (``d4m+evlf`` ->
-    ``recon+evlf``), or None for a method without one."""
+    ``recon+evlf``), or None for a method without one. A ``name[tuned]`` row's ceiling takes the
+    options its tuning chose (``d4m+evlf[tuned]`` that chose lambda1=0.2 -> ``recon+evlf[lambda1=0.2]``)."""
     try:
         spec = _parse(label)
-        ceiling = METHODS.get(spec.name.split("+")[0]).ceiling_spec(spec)
+        options = {k: v for k, v in spec.options.items() if k != TUNED} | (tuned.options if tuned else {})
+        ceiling = METHODS.get(spec.name.split("+")[0]).ceiling_spec(NamedSpec(spec.name, options))
+        return None if ceiling is None else resolve_method(ceiling.canonical()).label
     except BenchError:
         return None
-    return None if ceiling is None else ceiling.canonical()
+
+
+def tuned_of(method_config: dict[str, Any]) -> TunedChoice | None:
+    """The tuned choice a row's recorded method config holds, if any."""
+    tuned = method_config.get("tuned")
+    return TunedChoice.from_json(tuned) if tuned else None
 
 
 def is_ceiling(label: str) -> bool:

@@ -88,6 +88,26 @@ def test_tuned_specs_record_the_choice_and_rebuild_from_the_run_alone():
         resolve_method("d4m[strength=0.4,tuned]", TunedChoice("s", choice))
 
 
+def test_a_tuned_row_is_measured_against_the_ceiling_of_the_hook_its_tuning_chose():
+    from benchmark.relative import relative_scores
+    from core.rows import ResultRow
+
+    chosen = {"d4m+evlf[recipe=smoke]": {"strength": "0.5", "lambda1": "0.05"}, "d4m[recipe=smoke]": {"strength": "0.6"}}
+    req = GridRequest(methods=("d4m+evlf[recipe=smoke,tuned]",), datasets=("digits",), ipcs=(2,),
+                      archs=("convnet3",), budget="smoke", seeds=(0,), references=True)
+    runs = plan_runs(req, choices=lambda label, data: TunedChoice(label, chosen[label])).runs
+    by_method = {r.method: r for r in runs}
+    # the pair is the base tuned on its own; the ceiling decodes through EVLF at the chosen lambda1
+    assert set(by_method) == {"d4m+evlf[recipe=smoke,tuned]", "d4m[recipe=smoke,tuned]", "random", "full",
+                              "recon+evlf[lambda1=0.05,recipe=smoke]", "recon[recipe=smoke]"}
+    accuracy = {"d4m+evlf[recipe=smoke,tuned]": 60.0, "recon+evlf[lambda1=0.05,recipe=smoke]": 64.0,
+                "recon[recipe=smoke]": 70.0, "d4m[recipe=smoke,tuned]": 50.0, "random": 66.0, "full": 90.0}
+    rows = [ResultRow.ok(r, accuracy[r.method], {}) for r in runs]
+    rel = relative_scores(rows)
+    assert rel[by_method["d4m+evlf[recipe=smoke,tuned]"].run_hash]["gain_over_recon"] == -4.0
+    assert rel[by_method["d4m[recipe=smoke,tuned]"].run_hash]["gain_over_recon"] == -20.0
+
+
 def _study(key: str, created: float, trials: list[TrialRecord]) -> Study:
     return Study(key, "d4m", "digits", "fp", 2, "convnet3", "dc", "smoke", 0, {"strength": "[0.3, 0.9]"},
                  {"starts_at_defaults": True}, trials, "abc", created)
