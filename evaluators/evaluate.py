@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,9 @@ from evaluators.archs import StudentShape, build_student
 from evaluators.augment import Standardisation
 from evaluators.protocols import Budget, Protocol
 from evaluators.teacher import teacher_for
-from evaluators.train import Validation, accuracy, train
+from evaluators.batched import train_batched
+from evaluators.batching import BATCHED, SEPARATE
+from evaluators.train import TrainOutcome, Validation, accuracy, train
 
 
 @dataclass(frozen=True)
@@ -105,32 +107,71 @@ def evaluate_set(
 
     ``full_data`` selects the step-sized schedule of the full-training-split reference.
     """
+    return evaluate_students([(images, labels)], data, arch, protocol, budget, [seed], device, full_data,
+                             on_progress, cache, ipc)[0]
+
+
+def evaluate_students(
+    sets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    data: Dataset,
+    arch: str,
+    protocol: Protocol,
+    budget: Budget,
+    seeds: Sequence[int],
+    device: torch.device,
+    full_data: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    cache: ArtifactCache | None = None,
+    ipc: int | None = None,
+    mode: str = SEPARATE,
+) -> list[EvalResult]:
+    """`evaluate_set` of student ``i`` on ``sets[i]`` with seed ``seeds[i]``: one by one, or
+    stacked into one model (``mode`` `BATCHED`, `evaluators.batched`) with the same results
+    within float tolerance. A stacked training's seconds are shared equally by its students."""
     if not full_data:
-        check_distilled(images, labels, data)
+        for images, labels in sets:
+            check_distilled(images, labels, data)
     teacher, teacher_acc = None, None
     if protocol.labels == "teacher":
         if cache is None:
             raise ValueError(f"protocol '{protocol.name}' needs the artifact cache for its teacher")
         t = teacher_for(data, arch, budget, cache, device)
         teacher, teacher_acc = t.model.eval(), t.test_acc
-    student, x, y = _student_and_set(images, labels, data, arch, budget, seed, device)
-    schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, x.shape[0], ipc,
-                                                                                   data.num_classes)
+    students = [_student_and_set(images, labels, data, arch, budget, seed, device)
+                for (images, labels), seed in zip(sets, seeds, strict=True)]
+    n = students[0][1].shape[0]
+    schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, n, ipc, data.num_classes)
     validation = _validation_split(data, device) if schedule.eval_every else None
-    seen: list[float] = []  # the test accuracy at each validation scoring: the published metric
+    seen: list[list[float]] = [[] for _ in students]  # test accuracy at each scoring: the published metric
     test: tuple[torch.Tensor, torch.Tensor] | None = None
-    if validation is not None:  # only then is the test split needed while the student trains
+    if validation is not None:  # only then is the test split needed while the students train
         test = _test_split(data, device)
-    outcome = train(student, x, y, protocol, schedule, seed, on_progress, teacher=teacher, validation=validation,
-                    observe=(lambda model: seen.append(accuracy(model, *test))) if test else None,
-                    standardisation=Standardisation(tuple(data.mean), tuple(data.std)))
-    start = time.perf_counter()
+    stats = Standardisation(tuple(data.mean), tuple(data.std))
+    if mode == BATCHED and len(students) > 1:
+        outcomes = train_batched([m for m, _, _ in students], [(x, y) for _, x, y in students], protocol, schedule,
+                                 seeds, on_progress, teacher=teacher, validation=validation,
+                                 observe=(lambda i, model: seen[i].append(accuracy(model, *test))) if test else None,
+                                 standardisation=stats)
+        for outcome in outcomes:
+            outcome.seconds /= len(outcomes)
+    else:
+        outcomes = [train(model, x, y, protocol, schedule, seed, on_progress, teacher=teacher, validation=validation,
+                          observe=(lambda model, i=i: seen[i].append(accuracy(model, *test))) if test else None,
+                          standardisation=stats)
+                    for i, ((model, x, y), seed) in enumerate(zip(students, seeds))]
     test_x, test_y = test or _test_split(data, device)
+    return [_tested(model, outcome, test_x, test_y, budget, teacher_acc, max(s) if s else None)
+            for (model, _, _), outcome, s in zip(students, outcomes, seen)]
+
+
+def _tested(student: torch.nn.Module, outcome: TrainOutcome, test_x: torch.Tensor, test_y: torch.Tensor,
+            budget: Budget, teacher_acc: float | None, best_seen: float | None) -> EvalResult:
+    """A trained student's result: test accuracy of its last weights and of the selected ones."""
+    start = time.perf_counter()
     last = accuracy(student, test_x, test_y)
     selected = last
     if outcome.selected_state is not None and outcome.selected_step != outcome.steps:
         student.load_state_dict(outcome.selected_state)
         selected = accuracy(student, test_x, test_y)
     return EvalResult(selected, last, outcome.val_acc, outcome.selected_step, outcome.steps, outcome.seconds,
-                      time.perf_counter() - start, outcome.final_loss, budget.student_width, teacher_acc,
-                      max(seen) if seen else None)
+                      time.perf_counter() - start, outcome.final_loss, budget.student_width, teacher_acc, best_seen)
