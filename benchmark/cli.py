@@ -75,6 +75,12 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
                    help="do not add the random and full reference rows and the plug-in variants' base rows")
 
 
+def _add_stacking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack-students", choices=("auto", "always", "never"), default="auto",  # batching.STACKING
+                   help="train a cell's seeds as one stacked model: auto (where trials get a GPU and the device "
+                        "measures it faster), always, or never (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="EVLF-Bench: a benchmark harness for dataset distillation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -86,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help=STORAGE_HELP)
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
+    _add_stacking(run)
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
     _add_paths(run)
 
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--storage", help=STORAGE_HELP)
     ev.add_argument("--cpus-per-trial", type=float, default=1.0)
     ev.add_argument("--gpus-per-trial", type=float, default=None)
+    _add_stacking(ev)
     ev.add_argument("--fresh", action="store_true")
     ev.add_argument("--no-leaderboard", action="store_true")
     _add_paths(ev)
@@ -249,7 +257,8 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
                   f"{', '.join(req.archs)}, {req.protocol}/{req.budget}, seeds {','.join(str(s) for s in sorted({r.seed for r in plan.runs}))})"))
     summary = run_grid(plan.runs, store, RunnerOptions(
         cache_root=str(cache.root), address=address, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, fresh=args.fresh, shared_storage=storage is not None))
+        gpus_per_trial=args.gpus_per_trial, fresh=args.fresh, shared_storage=storage is not None,
+        stack_students=args.stack_students))
     if summary.elsewhere:
         holders = ", ".join(sorted(set(summary.elsewhere.values())))
         console.print(escape(f"{len(summary.elsewhere)} runs left to another bench run on this store that is doing "

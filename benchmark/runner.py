@@ -1,5 +1,6 @@
 """Executes a planned grid with Ray Tune: skips finished runs, prepares shared prerequisites,
-runs one trial per distillation job, and writes every row to the store as it arrives."""
+runs one trial per distillation job (per cell, its seeds together, where trials get a GPU: its
+students may then train stacked), and writes every row to the store as it arrives."""
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,8 @@ from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
 from core.rows import ResultRow
-from core.runs import DistillJob, RunSpec, group_jobs
+from core.runs import DistillJob, RunSpec, TrialUnit, group_jobs, group_units
+from evaluators.batching import ALWAYS, AUTO
 from evaluators.protocols import resolve
 from evaluators.teacher import prepare as prepare_evaluation
 
@@ -36,6 +38,7 @@ class RunnerOptions:
     gpus_per_trial: float | None = None  # None: 1 when a GPU is visible, else 0
     fresh: bool = False
     shared_storage: bool = False  # cache_root is a directory every node mounts at the same path
+    stack_students: str = AUTO  # a cell's seeds in one trial, trained stacked: auto, always or never
 
 
 @dataclass
@@ -139,9 +142,9 @@ class _StoreCallback:
         from ray.tune import Callback
 
         class StoreCallback(Callback):
-            def __init__(self, store: ResultStore, jobs: list[DistillJob], progress: GridProgress,
+            def __init__(self, store: ResultStore, units: list[TrialUnit], progress: GridProgress,
                          summary: RunSummary, leases: RunLeases):
-                self.store, self.jobs, self.progress, self.summary = store, jobs, progress, summary
+                self.store, self.units, self.progress, self.summary = store, units, progress, summary
                 self.leases = leases
                 self.reported: dict[str, set[str]] = {}
 
@@ -150,8 +153,8 @@ class _StoreCallback:
                 # the terminal display belong to this driver process and are not saved.
                 return {}
 
-            def _job(self, trial) -> DistillJob:
-                return self.jobs[trial.config["job_index"]]
+            def _job(self, trial) -> TrialUnit:
+                return self.units[trial.config["unit_index"]]
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 job = self._job(trial)
@@ -259,6 +262,10 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     resources = {"cpu": options.cpus_per_trial, "gpu": gpus}
+    # a trial with a GPU takes a whole cell: one tiny student leaves a GPU idle, several may not;
+    # CPU trials keep one seed each (unless asked), so trials in parallel fill the cores
+    by_cell = options.stack_students == ALWAYS or (options.stack_students == AUTO and gpus > 0)
+    units = group_units(jobs, by_cell=by_cell)
     place: dict[str, Any] = {"cache_root": str(cache.root)}
     try:
         check_fits(ray.nodes(), options.cpus_per_trial, gpus)
@@ -274,8 +281,9 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
             server = start_server(str(cache.root), place["cache_server"])  # noqa: F841 (alive while held)
         with GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
-            _fit(jobs, resources, {"threads": max(1, int(options.cpus_per_trial)), **place}, scratch / "tune",
-                 _StoreCallback(store, jobs, progress, summary, leases))
+            _fit(units, resources, {"threads": max(1, int(options.cpus_per_trial)), "stacking": options.stack_students,
+                                    **place}, scratch / "tune",
+                 _StoreCallback(store, units, progress, summary, leases))
     finally:
         if started:
             ray.shutdown()
@@ -283,15 +291,15 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
             (cache.root / place["storage_probe"]).unlink(missing_ok=True)
 
 
-def _fit(jobs: list[DistillJob], resources: dict[str, float], config: dict[str, Any], tune_dir: Path,
+def _fit(units: list[TrialUnit], resources: dict[str, float], config: dict[str, Any], tune_dir: Path,
          callback: Any) -> None:
-    """One Ray Tune experiment: a trial per job."""
+    """One Ray Tune experiment: a trial per unit."""
     from ray import tune
 
-    trainable = tune.with_resources(tune.with_parameters(_trainable(), jobs=[j.to_json() for j in jobs]), resources)
+    trainable = tune.with_resources(tune.with_parameters(_trainable(), units=[u.to_json() for u in units]), resources)
     tuner = tune.Tuner(
         trainable,
-        param_space={"job_index": tune.grid_search(list(range(len(jobs)))), **config},
+        param_space={"unit_index": tune.grid_search(list(range(len(units)))), **config},
         # one worker process serves trial after trial: imports and the loaded backbone are
         # paid once per worker, not per trial (every trial seeds what it draws)
         tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),

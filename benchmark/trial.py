@@ -1,6 +1,8 @@
-"""What one Ray Tune trial does: distil one set (or load it from the cache) and evaluate it
-for every run of its job. Every outcome, success or error, becomes a `ResultRow` that flows
-back to the driver, which alone writes the store."""
+"""What one Ray Tune trial does: distil the sets of its unit (one job, or a cell's seeds; each set
+distilled or loaded from the cache) and evaluate them for every run, the students of one
+student/protocol trained together where the device measured that faster (`evaluators.batching`).
+Every outcome, success or error, becomes a `ResultRow` that flows back to the driver, which
+alone writes the store."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +22,10 @@ from core.datasets import Dataset, load_dataset
 from core.distilled import DistilledSet
 from core.errors import BenchError
 from core.rows import ResultRow
-from core.runs import DistillJob, conditioning_of
-from evaluators.evaluate import evaluate_set
+from core.runs import DistillJob, RunSpec, TrialUnit, conditioning_of
+from evaluators.archs import StudentShape
+from evaluators.batching import AUTO, choose
+from evaluators.evaluate import evaluate_students
 from evaluators.protocols import resolve
 from evaluators.quality import score_quality
 from evaluators.teacher import teacher_source
@@ -105,20 +109,38 @@ class _ForwardWarnings(logging.Handler):
 
 
 def execute_job(job: DistillJob, place: TrialPlace, device: torch.device, report: Report) -> None:
-    """Run a whole job; each finished run is reported as ``{"row": ResultRow}``, each warning of
-    the harness (``core``, ``methods``, ``evaluators`` loggers) as ``{"warning": text}``."""
+    """`execute_unit` of a single job."""
+    execute_unit(TrialUnit((job,)), place, device, report)
+
+
+def execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, report: Report,
+                 stacking: str = AUTO) -> None:
+    """Run a whole unit; each finished run is reported as ``{"row": ResultRow}``, each warning of
+    the harness (``core``, ``methods``, ``evaluators`` loggers) as ``{"warning": text}``.
+    ``stacking`` (auto, always, never) decides whether a group of its students trains stacked."""
     forward = _ForwardWarnings(report)
     loggers = [logging.getLogger(name) for name in ("core", "methods", "evaluators")]
     for logger in loggers:
         logger.addHandler(forward)
     try:
-        _execute_job(job, place, device, report)
+        _execute_unit(unit, place, device, report, stacking)
     finally:
         for logger in loggers:
             logger.removeHandler(forward)
 
 
-def _execute_job(job: DistillJob, place: TrialPlace, device: torch.device, report: Report) -> None:
+@dataclasses.dataclass
+class _Ready:
+    """A job's distilled set with what its rows record about it."""
+
+    job: DistillJob
+    data: Dataset  # as the trial's place provides it (from the driver, on a node without the data)
+    dset: DistilledSet
+    metrics: dict  # distillation time and memory, cache hit, key, size, image-quality metrics
+
+
+def _distilled(job: DistillJob, place: TrialPlace, device: torch.device, report: Report) -> _Ready | None:
+    """The job's set and its metrics, or None after reporting an error row for each of its runs."""
     try:
         cache = place.cache()
         # every trial checks that it holds the data the plan was made for, on whatever node
@@ -128,9 +150,8 @@ def _execute_job(job: DistillJob, place: TrialPlace, device: torch.device, repor
         text = str(exc) if isinstance(exc, BenchError) else _error_text(exc)
         for run in job.runs:
             report({"row": ResultRow.error(run, text)})
-        return
+        return None
     data = data or load_dataset(job.dataset)
-    node = describe_node()
     quality: dict = {}
     if not dset.meta.get("reference") and job.runs:
         report({"phase": "image-quality metrics"})
@@ -139,37 +160,63 @@ def _execute_job(job: DistillJob, place: TrialPlace, device: torch.device, repor
             quality = score_quality(dset.images, dset.labels, data, budget, cache, device).to_dict()
         except Exception as exc:  # metrics are extra information: a failure must not lose the rows
             quality = {"quality_error": f"{type(exc).__name__}: {exc}"}
-    for run in job.runs:
-        phase = f"training {run.arch} ({run.protocol}/{run.budget})"
+    return _Ready(job, data, dset, dset.meta.get("distill_memory", {}) | {
+        "distill_s": distill_s, "distill_cached": cached, "distill_key": dset.meta.get("distill_key"),
+        "images": len(dset), "bytes": dset.nbytes, **quality})
+
+
+def _execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, report: Report, stacking: str) -> None:
+    ready = [r for r in (_distilled(job, place, device, report) for job in unit.jobs) if r is not None]
+    if not ready:
+        return
+    # the runs of one student, protocol and budget, across the unit's seeds
+    groups: dict[tuple[str, str, str], list[tuple[RunSpec, _Ready]]] = {}
+    for r in ready:
+        for run in r.job.runs:
+            groups.setdefault((run.arch, run.protocol, run.budget), []).append((run, r))
+    data = ready[0].data
+    node = describe_node()
+    for (arch, protocol_name, budget_name), members in groups.items():
+        phase = f"training {arch} ({protocol_name}/{budget_name})"
+        if len(members) > 1:
+            phase += f", {len(members)} students"
         report({"phase": phase})
         try:
-            protocol, budget = resolve(run.protocol, run.budget)
+            protocol, budget = resolve(protocol_name, budget_name)
+            full_data = bool(members[0][1].dset.meta.get("reference"))
+            first = members[0][1].dset
+            schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(
+                budget, len(first), members[0][0].ipc, data.num_classes)
+            batching = choose(arch, StudentShape.of(data), budget.student_width, schedule.batch_size, len(members),
+                              device, place.cache(), stacking)
             with PeakMemory(device) as peak:
-                result = evaluate_set(dset.images, dset.labels, data, run.arch, protocol, budget, run.seed,
-                                      device, full_data=bool(dset.meta.get("reference")),
-                                      on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
-                                      cache=cache, ipc=run.ipc)
-            metrics = dataclasses.asdict(result) | dset.meta.get("distill_memory", {}) | peak.metrics("eval_") | {
-                "distill_s": distill_s, "distill_cached": cached, "distill_key": dset.meta.get("distill_key"),
-                "images": len(dset), "bytes": dset.nbytes,
-                "device": str(device), "node": node, "budget_description": budget.description, **quality}
-            if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
-                metrics["teacher_test_acc"] = dset.meta.get("teacher_test_acc")
-            report({"row": ResultRow.ok(run, result.test_acc, metrics)})
+                results = evaluate_students(
+                    [(r.dset.images, r.dset.labels) for _, r in members], data, arch, protocol, budget,
+                    [run.seed for run, _ in members], device, full_data=full_data,
+                    on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
+                    cache=place.cache(), ipc=members[0][0].ipc, mode=batching.mode)
         except Exception as exc:
-            report({"row": ResultRow.error(run, _error_text(exc))})
+            for run, _ in members:
+                report({"row": ResultRow.error(run, _error_text(exc))})
+            continue
+        for (run, r), result in zip(members, results):
+            metrics = dataclasses.asdict(result) | r.metrics | peak.metrics("eval_") | batching.metrics() | {
+                "device": str(device), "node": node, "budget_description": budget.description}
+            if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
+                metrics["teacher_test_acc"] = r.dset.meta.get("teacher_test_acc")
+            report({"row": ResultRow.ok(run, result.test_acc, metrics)})
 
 
-def tune_trainable(config: dict[str, Any], jobs: list[dict[str, Any]] | None = None) -> None:
-    """The Ray Tune function trainable: ``config`` picks a job by index."""
+def tune_trainable(config: dict[str, Any], units: list[dict[str, Any]] | None = None) -> None:
+    """The Ray Tune function trainable: ``config`` picks a unit by index."""
     from ray import tune
 
     torch.set_num_threads(max(1, int(config["threads"])))
     import ray
 
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
-    job = DistillJob.from_json(jobs[config["job_index"]])
+    unit = TrialUnit.from_json(units[config["unit_index"]])
     place = TrialPlace(config["cache_root"], config.get("driver_node"), config.get("cache_server"),
                        config.get("storage_probe"))
-    execute_job(job, place, device, lambda metrics: tune.report(metrics))
+    execute_unit(unit, place, device, lambda metrics: tune.report(metrics), config.get("stacking", AUTO))
     tune.report({"phase": "done", "done": True})

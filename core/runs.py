@@ -93,6 +93,42 @@ class DistillJob:
         return cls(d["method"], d["dataset"], d["ipc"], d["seed"], tuple(RunSpec(**r) for r in d["runs"]))
 
 
+@dataclass(frozen=True)
+class TrialUnit:
+    """What one trial does: one job, or where trials get a GPU every seed's job of one cell
+    (method, data set, IPC), so the cell's students can train stacked (`evaluators.batched`)."""
+
+    jobs: tuple[DistillJob, ...]
+
+    @property
+    def runs(self) -> tuple[RunSpec, ...]:
+        return tuple(r for job in self.jobs for r in job.runs)
+
+    def label(self) -> str:
+        if len(self.jobs) == 1:
+            return self.jobs[0].label()
+        first = self.jobs[0]
+        ipc = "" if first.ipc is None else f" · ipc {first.ipc}"
+        return f"{first.method} · {first.dataset}{ipc} · seeds {','.join(str(j.seed) for j in self.jobs)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jobs": [job.to_json() for job in self.jobs]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrialUnit:
+        return cls(tuple(DistillJob.from_json(j) for j in d["jobs"]))
+
+
+def group_units(jobs: list[DistillJob], by_cell: bool) -> list[TrialUnit]:
+    """A trial per job, or (``by_cell``) a trial per cell holding its seeds' jobs, in the jobs' order."""
+    if not by_cell:
+        return [TrialUnit((job,)) for job in jobs]
+    cells: dict[tuple, list[DistillJob]] = {}
+    for job in jobs:
+        cells.setdefault((job.method, job.dataset, job.ipc), []).append(job)
+    return [TrialUnit(tuple(cell)) for cell in cells.values()]
+
+
 def group_jobs(runs: list[RunSpec]) -> list[DistillJob]:
     """Group runs that share one distilled set into jobs, keeping the grid's order."""
     jobs: dict[tuple, list[RunSpec]] = {}

@@ -26,6 +26,8 @@ from evaluators.archs import StudentShape, build_student
 # its students always train one by one.
 BATCHABLE_ARCHS = frozenset({"convnet3", "convnet3-w32", "convnet6", "resnetap10"})
 BATCHED, SEPARATE = "batched", "separate"
+AUTO, ALWAYS, NEVER = "auto", "always", "never"  # a user's stacking policy
+STACKING = (AUTO, ALWAYS, NEVER)
 MEASURED_STEPS = 5
 KIND = "student-batching"
 
@@ -96,14 +98,20 @@ def measure(arch: str, shape: StudentShape, width: int | None, batch_size: int, 
 
 
 def choose(arch: str, shape: StudentShape, width: int | None, batch_size: int, students: int,
-           device: torch.device, cache: ArtifactCache | None) -> BatchingChoice:
-    """Stacked when the architecture allows it and it measures faster on this device; the
-    measurement is made once per (device, torch version, shape) and cached."""
+           device: torch.device, cache: ArtifactCache | None, policy: str = AUTO) -> BatchingChoice:
+    """Stacked when the architecture allows it and (``policy`` auto) it measures faster on this
+    device; the measurement is made once per (device, torch version, shape) and cached.
+    ``policy`` always or never is the user's choice (`bench run --stack-students`)."""
+    if policy not in STACKING:
+        raise ValueError(f"stacking policy must be one of {', '.join(STACKING)}, got '{policy}'")
     name = device_name(device)
     if students < 2:
         return BatchingChoice(SEPARATE, students, name, "one student")
     if arch not in BATCHABLE_ARCHS:
         return BatchingChoice(SEPARATE, students, name, f"{arch} is not stacked (see evaluators.batching)")
+    if policy != AUTO:
+        return BatchingChoice(BATCHED if policy == ALWAYS else SEPARATE, students, name,
+                              f"--stack-students {policy}")
     config = {"device": name, "torch": torch.__version__, "arch": arch, "shape": asdict(shape), "width": width,
               "batch_size": batch_size, "students": students, "steps": MEASURED_STEPS}
     key = content_key(config)

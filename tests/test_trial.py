@@ -72,3 +72,28 @@ def test_a_trial_refuses_data_other_than_the_planned_in_one_line(tmp_path):
     execute_job(job, TrialPlace(str(tmp_path)), torch.device("cpu"), lambda m: rows.append(m["row"]) if "row" in m else None)
     assert [r.status for r in rows] == ["error"]
     assert "\n" not in rows[0].error and "but the plan has 0123456789abcdef" in rows[0].error
+
+
+def test_a_cells_seeds_in_one_trial_give_the_rows_of_separate_trials(tmp_path):
+    # What a trial with a GPU does (`bench run` groups a cell's seeds there): the seeds' students
+    # trained stacked give the rows, hashes and (within float tolerance) accuracies of separate trials.
+    from core.runs import group_units
+    from benchmark.trial import execute_unit
+
+    runs = plan_runs(GridRequest(methods=("random",), datasets=("digits",), ipcs=(2,), archs=("convnet3",),
+                                 protocol="idc", budget="smoke", seeds=(0, 1, 2), references=False)).runs
+    place, cpu = TrialPlace(str(tmp_path)), torch.device("cpu")
+    (cell,) = group_units(group_jobs(runs), by_cell=True)
+    assert len(group_units(group_jobs(runs), by_cell=False)) == 3 and len(cell.jobs) == 3
+    stacked, separate = [], []
+    execute_unit(cell, place, cpu, lambda m: stacked.append(m["row"]) if "row" in m else None, "always")
+    for job in group_jobs(runs):
+        execute_job(job, place, cpu, lambda m: separate.append(m["row"]) if "row" in m else None)
+    assert [r.run_hash for r in stacked] == [r.run_hash for r in separate] == [r.run_hash for r in runs]
+    one_image = 100 / 359  # digits' test split: 359 images
+    for a, b in zip(stacked, separate):
+        assert a.status == b.status == "ok"
+        assert abs(a.test_acc - b.test_acc) <= one_image + 1e-9 and a.metrics["selected_step"] == b.metrics["selected_step"]
+        assert a.metrics["student_batching"] == "batched" and a.metrics["student_batching_students"] == 3
+        assert b.metrics["student_batching"] == "separate" and b.metrics["student_batching_reason"] == "one student"
+    assert len({r.test_acc for r in separate}) > 1  # three seeds, three students
