@@ -1,5 +1,5 @@
 """A short check of the harness's CUDA paths, with timings: the student loop (the `dc` paper
-recipe) and the samplers at paper scale (DiT-XL/2-256 and the Stable Diffusion v1.5 UNet with
+recipe), stacked students against separate ones, and the samplers at paper scale (DiT-XL/2-256 and the Stable Diffusion v1.5 UNet with
 their real configurations and random weights: the cost of a step does not depend on the
 weights), in float32 and under bfloat16 autocast. It needs no data set or checkpoint.
 
@@ -186,8 +186,18 @@ def sd15_img2img(device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
+def stacked_students(device: torch.device) -> list[dict[str, Any]]:
+    """1, 5 and 25 ConvNet-3 students trained stacked against one by one (`benchmarks/stacked_students.py`)."""
+    from stacked_students import rows  # benchmarks/ is this script's folder, first on sys.path
+
+    return [{**row, "what": f"{row['shape']} x{row['students']}: {row['stacked_ms_per_step']} ms stacked, "
+                            f"{row['separate_ms_per_step']} ms one by one ({row['speedup']}x)"}
+            for row in rows(device, [1, 5, 25])]
+
+
 PARTS: dict[str, Callable[[torch.device], list[dict[str, Any]]]] = {
-    "student loop": student_loop, "DiT-XL/2 sampling": dit_sampling, "SD v1.5 img2img": sd15_img2img}
+    "student loop": student_loop, "stacked students": stacked_students, "DiT-XL/2 sampling": dit_sampling,
+    "SD v1.5 img2img": sd15_img2img}
 
 
 def main() -> int:
