@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="validation scorings per candidate, where ASHA may stop it (default 4)")
     tn.add_argument("--cpus-per-trial", type=float, default=1.0)
     tn.add_argument("--fresh", action="store_true", help="run a study again although the store holds it")
+    tn.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
+    tn.add_argument("--storage", help=STORAGE_HELP)
     _add_paths(tn)
 
     pl = sub.add_parser("plan", help="what `bench run` with the same arguments would do and cost; runs nothing")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,30 @@ class CacheServer:
                     f"planned {fingerprint}); it changed after the plan")
         self.cache.save(bundle.KIND, fingerprint, bundle.to_record(data), meta={"dataset": spec})
         return None
+
+
+@contextlib.contextmanager
+def trial_places(cache: ArtifactCache, scratch_name: str, shared_storage: bool, cluster: bool) -> Iterator[dict]:
+    """What every trial of this driver is told about where it runs (`TrialPlace.from_config`), with
+    what that needs kept alive meanwhile: on shared storage a probe file in it, which tells a node
+    that does not see the directory; on a cluster that may hold other machines, the cache server
+    through which their trials reach this cache. Ray is running."""
+    import ray
+
+    place: dict[str, Any] = {"cache_root": str(cache.root)}
+    probe = cache.root / (scratch_name + ".probe")
+    try:
+        if shared_storage:
+            probe.write_text("the driver of a bench run on shared storage\n")
+            place["storage_probe"] = probe.name
+        elif cluster:
+            place["cache_server"] = SERVER_NAME.format(os.getpid())
+            place["driver_node"] = ray.get_runtime_context().get_node_id()
+            server = start_server(str(cache.root), place["cache_server"])  # noqa: F841 (alive while held)
+        yield place
+    finally:
+        if shared_storage:
+            probe.unlink(missing_ok=True)
 
 
 def start_server(cache_root: str, name: str) -> Any:
@@ -150,6 +175,12 @@ class TrialPlace:
     driver_node: str | None = None  # None: no cluster of several nodes (the embedded one)
     server: str | None = None  # the CacheServer's actor name
     storage_probe: str | None = None  # with --storage: a file the driver put in the shared directory
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrialPlace:
+        """The place a trial's config names (see `trial_places`)."""
+        return cls(config["cache_root"], config.get("driver_node"), config.get("cache_server"),
+                   config.get("storage_probe"))
 
     def remote(self) -> bool:
         """Whether this process runs on another node than the driver's."""

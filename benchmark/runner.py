@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmark.cluster import SERVER_NAME, start_server, worker_env
+from benchmark.cluster import trial_places, worker_env
 from benchmark.leases import RunLeases
 from benchmark.progress import GridProgress
 from benchmark.provenance import git_commit, versions
@@ -266,20 +266,11 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     # CPU trials keep one seed each (unless asked), so trials in parallel fill the cores
     by_cell = options.stack_students == ALWAYS or (options.stack_students == AUTO and gpus > 0)
     units = group_units(jobs, by_cell=by_cell)
-    place: dict[str, Any] = {"cache_root": str(cache.root)}
     try:
         check_fits(ray.nodes(), options.cpus_per_trial, gpus)
-        if options.shared_storage:
-            # every trial uses the shared directory itself; a probe file tells a node that does not see it
-            probe = scratch.name + ".probe"
-            (cache.root / probe).write_text("the driver of a bench run on shared storage\n")
-            place["storage_probe"] = probe
-        elif options.address or not started:
-            # a cluster that may hold other machines: their trials reach this cache through the server
-            place["cache_server"] = SERVER_NAME.format(os.getpid())
-            place["driver_node"] = ray.get_runtime_context().get_node_id()
-            server = start_server(str(cache.root), place["cache_server"])  # noqa: F841 (alive while held)
-        with GridProgress(len(pending)) as progress:
+        # a cluster we joined may hold other machines: their trials reach this cache through the server
+        with trial_places(cache, scratch.name, options.shared_storage, bool(options.address) or not started) as place, \
+                GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
             _fit(units, resources, {"threads": max(1, int(options.cpus_per_trial)), "stacking": options.stack_students,
                                     **place}, scratch / "tune",
@@ -287,8 +278,6 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     finally:
         if started:
             ray.shutdown()
-        if "storage_probe" in place:
-            (cache.root / place["storage_probe"]).unlink(missing_ok=True)
 
 
 def _fit(units: list[TrialUnit], resources: dict[str, float], config: dict[str, Any], tune_dir: Path,

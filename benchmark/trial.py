@@ -216,7 +216,6 @@ def tune_trainable(config: dict[str, Any], units: list[dict[str, Any]] | None = 
 
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     unit = TrialUnit.from_json(units[config["unit_index"]])
-    place = TrialPlace(config["cache_root"], config.get("driver_node"), config.get("cache_server"),
-                       config.get("storage_probe"))
+    place = TrialPlace.from_config(config)
     execute_unit(unit, place, device, lambda metrics: tune.report(metrics), config.get("stacking", AUTO))
     tune.report({"phase": "done", "done": True})

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from benchmark.studies import COMPLETE, FAILED, STOPPED, Study, StudyStore, TrialRecord
 from benchmark.tuning import TuneRequest, plan_studies, run_study
+from core.artifacts import ArtifactCache
 from core.errors import BenchError
 
 
@@ -40,8 +41,11 @@ def trial_line(label: str, t: TrialRecord) -> str:
            f"({t.seconds:.0f} s)"
 
 
-def tune(req: TuneRequest, store_root: str, cache_root: str, console: Console) -> list[Study]:
-    """Plan every study (refusing bad input first), run those the store lacks, store each as it ends."""
+def tune(req: TuneRequest, store_root: str, cache: ArtifactCache, console: Console, address: str | None = None,
+         shared_storage: bool = False) -> list[Study]:
+    """Plan every study (refusing bad input first), run those the store lacks, store each as it
+    ends; on this machine's embedded Ray cluster, or on the one at ``address``."""
+    from benchmark.cluster import trial_places
     from benchmark.runner import _init_ray
     from benchmark.scratch import Scratch
 
@@ -62,16 +66,16 @@ def tune(req: TuneRequest, store_root: str, cache_root: str, console: Console) -
         import ray
 
         with Scratch() as scratch:
-            started = _init_ray(None, scratch)
+            started = _init_ray(address, scratch)
             try:
-                for p in todo:
-                    space = ", ".join(f"{k} {v.describe()}" for k, v in sorted(p.space.items()))
-                    console.print(escape(f"{p.method.label}: {req.trials} trials over {space}"))
-
-                    study = run_study(p, req, cache_root, scratch,
-                                      lambda t, label=p.method.label: console.print(escape(trial_line(label, t))))
-                    store.put(study)
-                    studies.append(study)
+                with trial_places(cache, scratch.name, shared_storage, bool(address) or not started) as place:
+                    for p in todo:
+                        space = ", ".join(f"{k} {v.describe()}" for k, v in sorted(p.space.items()))
+                        console.print(escape(f"{p.method.label}: {req.trials} trials over {space}"))
+                        study = run_study(p, req, place, scratch,
+                                          lambda t, label=p.method.label: console.print(escape(trial_line(label, t))))
+                        store.put(study)
+                        studies.append(study)
             finally:
                 if started:
                     ray.shutdown()
@@ -81,7 +85,8 @@ def tune(req: TuneRequest, store_root: str, cache_root: str, console: Console) -
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from benchmark.cli import _cache
+    from benchmark.cli import _cache, _storage
+    from benchmark.runner import check_address, cluster_address
     from benchmark.store import default_store_root
     from core.datasets import canonical_dataset
     from core.spec import parse_named_list, parse_positive_ints
@@ -95,11 +100,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise BenchError("--trials and --scorings must be at least 1, --seed not negative")
     methods = tuple(s.canonical() for s in parse_named_list(args.methods))
     console = Console(soft_wrap=True)
-    cache_root = str(_cache(args).root)
+    storage = _storage(args)
+    cache = ArtifactCache(storage) if storage else _cache(args)
+    address, origin = cluster_address(args.address)
+    if address:
+        check_address(address, origin)
     store_root = args.store or str(default_store_root())
     studies = []
     for dataset in (canonical_dataset(d.strip()) for d in args.datasets.split(",") if d.strip()):
         req = TuneRequest(methods, dataset, ipcs[0], args.trials, args.arch, args.protocol, args.budget, args.seed,
                           args.scorings, args.cpus_per_trial, args.fresh)
-        studies += tune(req, store_root, cache_root, console)
+        studies += tune(req, store_root, cache, console, address, storage is not None)
     return 0 if all(s.chosen is not None for s in studies) else 1

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.datasets.base import Dataset, with_sealed_test
 from core.search_space import Space
@@ -37,7 +36,8 @@ class Candidate:
     seed: int
     scorings: int
     final_step: int  # the student's last step: its scoring is the candidate's result
-    cache_root: str
+    fingerprint: str  # of the data set the driver planned with; every trial checks its own copy
+    place: dict[str, Any]  # where trials find the cache and the data (`benchmark.cluster.trial_places`)
     threads: int = 1
 
     def method(self, options: dict[str, str]) -> MethodSpec:
@@ -54,14 +54,18 @@ def sealed_dataset(name: str) -> Dataset:
 
 
 def score_candidate(candidate: Candidate, options: dict[str, str], device: torch.device,
-                    on_score: Callable[[int, float], None], data: Dataset | None = None) -> float:
-    """The candidate's validation score (see `evaluators.evaluate.score_on_validation`)."""
+                    on_score: Callable[[int, float], None]) -> float:
+    """The candidate's validation score (see `evaluators.evaluate.score_on_validation`), on
+    whatever node of the cluster it runs: the cache and the data as `TrialPlace` provides them."""
+    from benchmark.cluster import TrialPlace
     from benchmark.trial import distill_context
 
-    data = data or sealed_dataset(candidate.dataset)
+    place = TrialPlace.from_config(candidate.place)
+    cache = place.cache()
+    data = with_sealed_test(place.dataset(candidate.dataset, candidate.fingerprint, cache), SEALED_WHY)
     distiller = candidate.method(options).distiller
     distiller.validate(data, candidate.ipc)
-    ctx = distill_context(ArtifactCache(candidate.cache_root), device)
+    ctx = distill_context(cache, device)
     distiller.prepare(data, ctx)  # what this candidate's options train (cached by the method)
     dset = distiller.distill(data, candidate.ipc, candidate.seed, ctx)
     protocol, budget = resolve(candidate.protocol, candidate.budget)

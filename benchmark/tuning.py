@@ -10,7 +10,6 @@ goes to the store (`benchmark.studies`); ``name[tuned]`` then runs the chosen op
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,9 +179,10 @@ def final_step(req: TuneRequest, num_classes: int) -> int:
     return protocol.schedule(budget, req.ipc * num_classes, req.ipc, num_classes).steps
 
 
-def run_study(planned: PlannedStudy, req: TuneRequest, cache_root: str, scratch: Any,
+def run_study(planned: PlannedStudy, req: TuneRequest, place: dict[str, Any], scratch: Any,
               on_trial: Callable[[TrialRecord], None]) -> Study:
-    """One Ray Tune experiment (Ray is running); returns the study, not yet stored."""
+    """One Ray Tune experiment (Ray is running; ``place``: `benchmark.cluster.trial_places`);
+    returns the study, not yet stored."""
     import optuna
     import ray
     from ray import tune
@@ -190,7 +190,7 @@ def run_study(planned: PlannedStudy, req: TuneRequest, cache_root: str, scratch:
     from ray.tune.search.optuna import OptunaSearch
 
     from benchmark.provenance import git_commit
-    from benchmark.runner import quiet_tune
+    from benchmark.runner import check_fits, quiet_tune
     from benchmark.trial import distill_context
 
     quiet_tune()
@@ -198,15 +198,16 @@ def run_study(planned: PlannedStudy, req: TuneRequest, cache_root: str, scratch:
     data = sealed_dataset(req.dataset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # what every candidate shares (the backbone; the defaults' fine-tuned parts), once, here
-    planned.method.distiller.prepare(data, distill_context(ArtifactCache(cache_root), device))
+    planned.method.distiller.prepare(data, distill_context(ArtifactCache(place["cache_root"]), device))
     spec = planned.method.spec
     candidate = Candidate(spec.name, dict(spec.options), planned.space, req.dataset, req.ipc, req.arch,
                           req.protocol, req.budget, req.seed, req.scorings, final_step(req, data.num_classes),
-                          cache_root, threads=max(1, int(req.cpus_per_trial)))
+                          data.fingerprint(), place, threads=max(1, int(req.cpus_per_trial)))
     recorder = _Recorder(candidate, on_trial)
     searcher = OptunaSearch(seed=req.seed, points_to_evaluate=[planned.defaults] if planned.defaults else None)
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0  # a GPU per candidate where there are GPUs
-    slots = max(1, int((os.cpu_count() or 1) // req.cpus_per_trial))
+    check_fits(ray.nodes(), req.cpus_per_trial, gpus)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // req.cpus_per_trial))
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(tuning_trainable, candidate=candidate),
                             {"cpu": req.cpus_per_trial, "gpu": gpus}),

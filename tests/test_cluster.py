@@ -118,6 +118,17 @@ def test_a_grid_runs_on_a_node_without_the_data_or_the_drivers_cache(two_nodes, 
     again = {r["method"]: r for r in json.loads(bench("results", "--json").stdout)}
     assert again["external:sent"]["test_acc"] == again["dit[recipe=smoke]"]["test_acc"]
 
+    # bench tune on the cluster: the candidates run on the node (the head has no CPU), which gets
+    # the data and the backbone from the driver and seals the test split there as well
+    from benchmark.studies import COMPLETE, StudyStore
+
+    tuned = bench("tune", "--address", address, "--methods", "dit[recipe=smoke]", "--datasets", data, "--ipc", "1",
+                  "--trials", "2", "--budget", "smoke", "--scorings", "1", extra_env=auth, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr[-3000:] + tuned.stdout[-2000:]
+    (study,) = StudyStore(str(store)).all()
+    assert study.method == "dit[recipe=smoke]" and [t.status for t in study.trials] == [COMPLETE, COMPLETE]
+    assert not (node_cache / "decoded-images").exists()
+
 
 def test_with_shared_storage_every_node_uses_it_and_nothing_is_transferred(two_nodes, bench_env, tmp_path):
     address, auth, node_cache = two_nodes
