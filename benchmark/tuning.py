@@ -27,6 +27,7 @@ from core.runs import HARNESS_VERSION
 from core.search_space import Range, Space, describe_space
 from core.spec import parse_named
 from evaluators.archs import ARCHS
+from evaluators.evaluate import reported_score
 from evaluators.protocols import resolve
 from methods.registry import TUNED, MethodSpec, resolve_method, tuning_space
 
@@ -140,14 +141,10 @@ class _Recorder:
                 record = self._record(trial)
                 record.seconds = round(time.perf_counter() - self.started[trial.trial_id], 1)
                 record.status, record.error = status, error
-                if status == COMPLETE:
-                    values = [v for _, v in record.scores]
-                    record.objective = max(values) if self.candidate_selects else values[-1]
+                if status == COMPLETE:  # what the candidate's student reports, as `score_on_validation` scores it
+                    protocol = resolve(self.candidate.protocol, self.candidate.budget)[0]
+                    record.objective = reported_score([v for _, v in record.scores], protocol)
                 self.on_trial(record)
-
-            @property
-            def candidate_selects(self) -> bool:
-                return resolve(self.candidate.protocol, self.candidate.budget)[0].selection == "val"
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 self._end(trial, COMPLETE if self.final.get(trial.trial_id) else STOPPED)

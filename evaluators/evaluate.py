@@ -63,6 +63,12 @@ def _student_and_set(images: torch.Tensor, labels: torch.Tensor, data: Dataset, 
     return student, normalise(images.to(device, torch.float32), data.mean, data.std), labels.to(device)
 
 
+def reported_score(scores: Sequence[float], protocol: Protocol) -> float:
+    """The validation accuracy of the weights a protocol reports, from its scorings in order: the
+    best for a protocol that selects on validation (ties: the earlier), else the last."""
+    return max(scores) if protocol.selection == "val" else scores[-1]
+
+
 def score_on_validation(images: torch.Tensor, labels: torch.Tensor, data: Dataset, arch: str, protocol: Protocol,
                         budget: Budget, seed: int, device: torch.device, ipc: int, scorings: int,
                         on_score: Callable[[int, float], None] | None = None) -> float:
@@ -84,9 +90,9 @@ def score_on_validation(images: torch.Tensor, labels: torch.Tensor, data: Datase
         if on_score is not None:
             on_score(step, value)
 
-    outcome = train(student, x, y, protocol, schedule, seed, validation=_validation_split(data, device),
-                    standardisation=Standardisation(tuple(data.mean), tuple(data.std)), on_validation=record)
-    return float(outcome.val_acc) if protocol.selection == "val" else scores[-1]
+    train(student, x, y, protocol, schedule, seed, validation=_validation_split(data, device),
+          standardisation=Standardisation(tuple(data.mean), tuple(data.std)), on_validation=record)
+    return reported_score(scores, protocol)
 
 
 def evaluate_set(
