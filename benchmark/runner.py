@@ -153,33 +153,33 @@ class _StoreCallback:
                 # the terminal display belong to this driver process and are not saved.
                 return {}
 
-            def _job(self, trial) -> TrialUnit:
+            def _unit(self, trial) -> TrialUnit:
                 return self.units[trial.config["unit_index"]]
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
-                job = self._job(trial)
+                unit = self._unit(trial)
                 if "row" in result:
                     row: ResultRow = result["row"]
                     self._write(row)
                     self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
-                    self.progress.status(trial.trial_id, job.label(), f"finished {row.arch}")
+                    self.progress.status(trial.trial_id, unit.label(), f"finished {row.arch}")
                 elif result.get("warning"):
-                    self.progress.warn(job.label(), str(result["warning"]))
+                    self.progress.warn(unit.label(), str(result["warning"]))
                 elif result.get("phase"):
-                    self.progress.status(trial.trial_id, job.label(), str(result["phase"]))
+                    self.progress.status(trial.trial_id, unit.label(), str(result["phase"]))
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 self.progress.trial_done(trial.trial_id)
 
             def on_trial_recover(self, iteration, trials, trial, **info):
                 self.summary.retried += 1
-                self.progress.status(trial.trial_id, self._job(trial).label(), "worker lost; starting it again")
+                self.progress.status(trial.trial_id, self._unit(trial).label(), "worker lost; starting it again")
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 # the worker died outside our own error handling: record every unreported run
                 done = self.reported.get(trial.trial_id, set())
                 message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
-                for run in self._job(trial).runs:
+                for run in self._unit(trial).runs:
                     if run.run_hash not in done:
                         self._write(ResultRow.error(run, message))
                 self.progress.trial_done(trial.trial_id)

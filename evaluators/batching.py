@@ -117,7 +117,10 @@ def choose(arch: str, shape: StudentShape, width: int | None, batch_size: int, s
     key = content_key(config)
     record = cache.load(KIND, key) if cache is not None else None
     if record is None:
-        separate_ms, batched_ms = measure(arch, shape, width, batch_size, students, device)
+        try:
+            separate_ms, batched_ms = measure(arch, shape, width, batch_size, students, device)
+        except RuntimeError as exc:  # out of device memory, above all: the students train one by one
+            return BatchingChoice(SEPARATE, students, name, f"stacking failed here: {str(exc).splitlines()[0]}")
         record = {"separate_ms": separate_ms, "batched_ms": batched_ms}
         if cache is not None:
             cache.save(KIND, key, record, meta=config)

@@ -107,3 +107,35 @@ def test_each_student_can_train_on_its_own_set():
     for a, b in zip(separate, together):
         for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.allclose(wa, wb, atol=2e-5, rtol=1e-4), name
+
+
+def test_the_choice_is_measured_once_per_device_and_shape_and_recorded(tmp_path, monkeypatch):
+    from core.artifacts import ArtifactCache
+    from evaluators import batching
+
+    cache, cpu = ArtifactCache(tmp_path), torch.device("cpu")
+    first = batching.choose("convnet3", SHAPE, 4, 8, 2, cpu, cache)
+    assert first.mode in (batching.BATCHED, batching.SEPARATE) and first.separate_ms_per_step > 0
+    assert (first.mode == batching.BATCHED) == (first.batched_ms_per_step < first.separate_ms_per_step)
+    assert len(list((tmp_path / batching.KIND).glob("*.safetensors"))) == 1
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("measured twice")
+
+    monkeypatch.setattr(batching, "measure", not_again)
+    assert batching.choose("convnet3", SHAPE, 4, 8, 2, cpu, cache) == first  # read back from the cache
+    metrics = first.metrics()
+    assert metrics["student_batching"] == first.mode and metrics["student_batching_students"] == 2
+    # what is never stacked, or cannot be, trains one by one, saying why
+    assert batching.choose("resnet18", SHAPE, 4, 8, 2, cpu, cache).mode == batching.SEPARATE
+    assert batching.choose("convnet3", SHAPE, 4, 8, 1, cpu, cache).reason == "one student"
+    assert batching.choose("convnet3", SHAPE, 4, 8, 2, cpu, cache, "always").mode == batching.BATCHED
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(batching, "measure", out_of_memory)
+    fallback = batching.choose("convnet3", SHAPE, 4, 16, 3, cpu, cache)
+    assert fallback.mode == batching.SEPARATE and "out of memory" in fallback.reason
+    with pytest.raises(ValueError, match="stacking policy"):
+        batching.choose("convnet3", SHAPE, 4, 8, 2, cpu, cache, "sometimes")
