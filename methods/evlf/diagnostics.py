@@ -2,7 +2,10 @@
 terms, how far fused latents move from the raw ones, and whether the projected latents point
 at their own class prompt more often after fusion than before (class retrieval).
 
-All figures are on held-out images (the test split, never used for training or selection).
+All figures are on held-out images: the validation split (modules trained before
+`bench tune` existed measured the test split; the record names its split). They never feed
+training, selection or a result; the test split stays for the students' final score only, and
+is sealed while `bench tune` searches, where a module is trained per candidate.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class HeldOutFigures:
     retrieval_fused: float  # top-1 class retrieval of P(z') against the pooled prompts
     retrieval_raw: float  # the same for P(z), through the same projector
     chance: float  # 1 / number of classes
+    split: str = "test"  # which held-out split: "val" now; records made before it was named used the test split
 
 
 @dataclass
@@ -86,7 +90,8 @@ def retrieval_accuracy(features: torch.Tensor, prompts: torch.Tensor, labels: to
 
 @torch.no_grad()
 def held_out_figures(raw: torch.Tensor, fused: torch.Tensor, projected_raw: torch.Tensor,
-                     projected_fused: torch.Tensor, prompts: torch.Tensor, labels: torch.Tensor) -> HeldOutFigures:
+                     projected_fused: torch.Tensor, prompts: torch.Tensor, labels: torch.Tensor,
+                     split: str) -> HeldOutFigures:
     """Figures from raw and fused latents (N x C x H x W), their projections (N x D) and the
     pooled prompt vectors (K x D)."""
     mse = float((fused.float() - raw.float()).pow(2).mean())
@@ -95,7 +100,7 @@ def held_out_figures(raw: torch.Tensor, fused: torch.Tensor, projected_raw: torc
         images=int(raw.shape[0]), fused_mse=mse, relative_mse=mse / max(variance, 1e-12),
         retrieval_fused=retrieval_accuracy(projected_fused, prompts, labels),
         retrieval_raw=retrieval_accuracy(projected_raw, prompts, labels),
-        chance=1.0 / prompts.shape[0])
+        chance=1.0 / prompts.shape[0], split=split)
 
 
 def as_rows(diagnostics: FusionDiagnostics) -> Diagnostics:
@@ -106,7 +111,7 @@ def as_rows(diagnostics: FusionDiagnostics) -> Diagnostics:
         Diagnostic("training time", round(diagnostics.train_seconds, 1), "s"),
         Diagnostic("InfoNCE, first → last", f"{curve.info_nce[0]:.3f} → {curve.info_nce[-1]:.3f}"),
         Diagnostic("MSE to input, first → last", f"{curve.mse[0]:.4f} → {curve.mse[-1]:.4f}"),
-        Diagnostic("held-out images", held.images),
+        Diagnostic(f"held-out images ({held.split} split)", held.images),
         Diagnostic("fused vs raw: mean squared distance", held.fused_mse),
         Diagnostic("fused vs raw: share of the raw variance", held.relative_mse),
         Diagnostic("class retrieval: fused", held.retrieval_fused),

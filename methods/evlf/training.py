@@ -64,7 +64,7 @@ class EVLFOptions:
     train_steps: int = 800
     train_batch: int = 32
     fusion_seed: int = 0
-    diag_images: int = 2000  # held-out (test) images the diagnostics use; 0 = the whole split
+    diag_images: int = 2000  # held-out (validation) images the diagnostics use; 0 = the whole split
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> BenchError:
@@ -224,7 +224,7 @@ def _flip_some(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 @torch.no_grad()
 def _held_out(dctx: DiffusionContext, data: Dataset, module: FusionModule, projector: Projector, text: PromptText,
               options: EVLFOptions) -> HeldOutFigures:
-    split = data.test
+    split = data.val  # never the test split: it is the students' alone (and sealed while tuning)
     idx = torch.arange(len(split))
     if options.diag_images and options.diag_images < len(split):
         # A fixed subset, independent of the training seed, so runs compare on the same images.
@@ -241,13 +241,13 @@ def _held_out(dctx: DiffusionContext, data: Dataset, module: FusionModule, proje
         p_raw.append(projector(z).cpu())
         p_fused.append(projector(f).cpu())
     return held_out_figures(torch.cat(raws), torch.cat(fused), torch.cat(p_raw), torch.cat(p_fused),
-                            text.pooled.cpu(), labels)
+                            text.pooled.cpu(), labels, "val")
 
 
 def train_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | None = None,
                  progress: ProgressFn = no_progress, checkpoint: LoopCheckpoint | None = None) -> TrainedFusion:
     """Train a fusion module (and its throw-away projector) on ``data.train``; measure it on
-    held-out test images. Encoder and text encoder stay frozen."""
+    held-out validation images. Encoder and text encoder stay frozen."""
     options = options or EVLFOptions()
     device = dctx.device
     encoder = require_text_encoder(dctx)
