@@ -55,12 +55,22 @@ def _validation_split(data: Dataset, device: torch.device) -> Validation:
     return Validation(normalise(data.val.float_images().to(device), data.mean, data.std), data.val.labels.to(device))
 
 
+def _student(data: Dataset, arch: str, budget: Budget, seed: int, device: torch.device) -> torch.nn.Module:
+    """A fresh student initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return build_student(arch, StudentShape.of(data), width=budget.student_width).to(device)
+
+
+def _normalised(images: torch.Tensor, labels: torch.Tensor, data: Dataset,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The set as students read it, on ``device``."""
+    return normalise(images.to(device, torch.float32), data.mean, data.std), labels.to(device)
+
+
 def _student_and_set(images: torch.Tensor, labels: torch.Tensor, data: Dataset, arch: str, budget: Budget,
                      seed: int, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """A fresh student initialised from ``seed``, and the set normalised on ``device``."""
-    torch.manual_seed(seed)
-    student = build_student(arch, StudentShape.of(data), width=budget.student_width).to(device)
-    return student, normalise(images.to(device, torch.float32), data.mean, data.std), labels.to(device)
+    return _student(data, arch, budget, seed, device), *_normalised(images, labels, data, device)
 
 
 def reported_score(scores: Sequence[float], protocol: Protocol) -> float:
@@ -143,8 +153,15 @@ def evaluate_students(
             raise ValueError(f"protocol '{protocol.name}' needs the artifact cache for its teacher")
         t = teacher_for(data, arch, budget, cache, device)
         teacher, teacher_acc = t.model.eval(), t.test_acc
-    students = [_student_and_set(images, labels, data, arch, budget, seed, device)
-                for (images, labels), seed in zip(sets, seeds, strict=True)]
+    # one device copy per distinct set: a cell's seeds of a deterministic method, or of `full`,
+    # share one (the whole training split of a large data set is gigabytes)
+    copies: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    students = []
+    for (images, labels), seed in zip(sets, seeds, strict=True):
+        key = (images.data_ptr(), tuple(images.shape), labels.data_ptr())
+        if key not in copies:
+            copies[key] = _normalised(images, labels, data, device)
+        students.append((_student(data, arch, budget, seed, device), *copies[key]))
     n = students[0][1].shape[0]
     schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(budget, n, ipc, data.num_classes)
     validation = _validation_split(data, device) if schedule.eval_every else None
