@@ -75,10 +75,13 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
                    help="do not add the random and full reference rows and the plug-in variants' base rows")
 
 
-def _add_stacking(p: argparse.ArgumentParser) -> None:
+def _add_student_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack-students", choices=("auto", "always", "never"), default="auto",  # batching.STACKING
                    help="train a cell's seeds as one stacked model: auto (where trials get a GPU and the device "
                         "measures it faster), always, or never (default auto)")
+    p.add_argument("--compile", choices=("auto", "always", "never"), default="auto",  # compiling.COMPILING
+                   help="train students through torch.compile: auto (trainings long enough to repay it, where the "
+                        "device measures it faster), always, or never (default auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help=STORAGE_HELP)
     run.add_argument("--gpus-per-trial", type=float, default=None,
                      help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
-    _add_stacking(run)
+    _add_student_training(run)
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
     _add_paths(run)
 
@@ -150,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--storage", help=STORAGE_HELP)
     ev.add_argument("--cpus-per-trial", type=float, default=1.0)
     ev.add_argument("--gpus-per-trial", type=float, default=None)
-    _add_stacking(ev)
+    _add_student_training(ev)
     ev.add_argument("--fresh", action="store_true")
     ev.add_argument("--no-leaderboard", action="store_true")
     _add_paths(ev)
@@ -260,7 +263,7 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     summary = run_grid(plan.runs, store, RunnerOptions(
         cache_root=str(cache.root), address=address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, fresh=args.fresh, shared_storage=storage is not None,
-        stack_students=args.stack_students))
+        stack_students=args.stack_students, compile_students=args.compile))
     if summary.elsewhere:
         holders = ", ".join(sorted(set(summary.elsewhere.values())))
         console.print(escape(f"{len(summary.elsewhere)} runs left to another bench run on this store that is doing "

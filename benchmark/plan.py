@@ -36,6 +36,11 @@ class GridRequest:
 
 
 DEFAULT_GRID = GridRequest()
+# the tuned page: every generative method and `+evlf` variant with the choice of its study
+# (`bench tune ... --ipc 10 --trials 8`, the README's "Tuned" section), on the default grid's data
+TUNED_GRID = GridRequest(methods=("d4m[tuned]", "dit[tuned]", "dit[adapt_steps=600,tuned]", "mgd3[tuned]",
+                                  "minimax[tuned]", "d4m+evlf[tuned]", "dit+evlf[tuned]", "mgd3+evlf[tuned]",
+                                  "minimax+evlf[tuned]"))
 
 
 def reference_methods() -> list[str]:

@@ -39,6 +39,7 @@ class RunnerOptions:
     fresh: bool = False
     shared_storage: bool = False  # cache_root is a directory every node mounts at the same path
     stack_students: str = AUTO  # a cell's seeds in one trial, trained stacked: auto, always or never
+    compile_students: str = AUTO  # students' steps through torch.compile: auto, always or never
 
 
 @dataclass
@@ -273,6 +274,7 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
                 GridProgress(len(pending)) as progress:
             _prepare(jobs, cache, progress)
             _fit(units, resources, {"threads": max(1, int(options.cpus_per_trial)), "stacking": options.stack_students,
+                                    "compiling": options.compile_students,
                                     **place}, scratch / "tune",
                  _StoreCallback(store, units, progress, summary, leases))
     finally:

@@ -1,6 +1,7 @@
 """What one Ray Tune trial does: distil the sets of its unit (one job, or a cell's seeds; each set
 distilled or loaded from the cache) and evaluate them for every run, the students of one
-student/protocol trained together where the device measured that faster (`evaluators.batching`).
+student/protocol trained together where the device measured that faster (`evaluators.batching`),
+or one by one, compiled where that measured faster (`evaluators.compiling`).
 Every outcome, success or error, becomes a `ResultRow` that flows back to the driver, which
 alone writes the store."""
 from __future__ import annotations
@@ -24,7 +25,8 @@ from core.errors import BenchError
 from core.rows import ResultRow
 from core.runs import DistillJob, RunSpec, TrialUnit, conditioning_of
 from evaluators.archs import StudentShape
-from evaluators.batching import AUTO, choose
+from evaluators import compiling
+from evaluators.batching import AUTO, SEPARATE, choose
 from evaluators.evaluate import evaluate_students
 from evaluators.protocols import resolve
 from evaluators.quality import score_quality
@@ -114,16 +116,17 @@ def execute_job(job: DistillJob, place: TrialPlace, device: torch.device, report
 
 
 def execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, report: Report,
-                 stacking: str = AUTO) -> None:
+                 stacking: str = AUTO, compiling_policy: str = AUTO) -> None:
     """Run a whole unit; each finished run is reported as ``{"row": ResultRow}``, each warning of
     the harness (``core``, ``methods``, ``evaluators`` loggers) as ``{"warning": text}``.
-    ``stacking`` (auto, always, never) decides whether a group of its students trains stacked."""
+    ``stacking`` (auto, always, never) decides whether a group of its students trains stacked,
+    ``compiling_policy`` whether students trained one by one take compiled steps."""
     forward = _ForwardWarnings(report)
     loggers = [logging.getLogger(name) for name in ("core", "methods", "evaluators")]
     for logger in loggers:
         logger.addHandler(forward)
     try:
-        _execute_unit(unit, place, device, report, stacking)
+        _execute_unit(unit, place, device, report, stacking, compiling_policy)
     finally:
         for logger in loggers:
             logger.removeHandler(forward)
@@ -165,7 +168,8 @@ def _distilled(job: DistillJob, place: TrialPlace, device: torch.device, report:
         "images": len(dset), "bytes": dset.nbytes, **quality})
 
 
-def _execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, report: Report, stacking: str) -> None:
+def _execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, report: Report, stacking: str,
+                  compiling_policy: str) -> None:
     ready = [r for r in (_distilled(job, place, device, report) for job in unit.jobs) if r is not None]
     if not ready:
         return
@@ -189,18 +193,22 @@ def _execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, repo
                 budget, len(first), members[0][0].ipc, data.num_classes)
             batching = choose(arch, StudentShape.of(data), budget.student_width, schedule.batch_size, len(members),
                               device, place.cache(), stacking)
+            compile_choice = compiling.choose(
+                arch, StudentShape.of(data), budget.student_width, schedule.batch_size, schedule.steps, device,
+                place.cache(), compiling_policy) if batching.mode == SEPARATE else compiling.CompileChoice(
+                False, batching.device, "students stacked")
             with PeakMemory(device) as peak:
                 results = evaluate_students(
                     [(r.dset.images, r.dset.labels) for _, r in members], data, arch, protocol, budget,
                     [run.seed for run, _ in members], device, full_data=full_data,
                     on_progress=lambda step, steps: report({"phase": f"{phase} step {step}/{steps}"}),
-                    cache=place.cache(), ipc=members[0][0].ipc, mode=batching.mode)
+                    cache=place.cache(), ipc=members[0][0].ipc, mode=batching.mode, compiled=compile_choice.compiled)
         except Exception as exc:
             for run, _ in members:
                 report({"row": ResultRow.error(run, _error_text(exc))})
             continue
         for (run, r), result in zip(members, results):
-            metrics = dataclasses.asdict(result) | r.metrics | peak.metrics("eval_") | batching.metrics() | {
+            metrics = dataclasses.asdict(result) | r.metrics | peak.metrics("eval_") | batching.metrics() | compile_choice.metrics() | {
                 "device": str(device), "node": node, "budget_description": budget.description}
             if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
                 metrics["teacher_test_acc"] = r.dset.meta.get("teacher_test_acc")
@@ -217,5 +225,6 @@ def tune_trainable(config: dict[str, Any], units: list[dict[str, Any]] | None = 
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     unit = TrialUnit.from_json(units[config["unit_index"]])
     place = TrialPlace.from_config(config)
-    execute_unit(unit, place, device, lambda metrics: tune.report(metrics), config.get("stacking", AUTO))
+    execute_unit(unit, place, device, lambda metrics: tune.report(metrics), config.get("stacking", AUTO),
+                 config.get("compiling", AUTO))
     tune.report({"phase": "done", "done": True})

@@ -14,6 +14,8 @@ from core.datasets import load_dataset
 from core.datasets.base import Dataset, with_sealed_test
 from core.search_space import Space
 from core.spec import NamedSpec
+from evaluators import compiling
+from evaluators.archs import StudentShape
 from evaluators.evaluate import score_on_validation
 from evaluators.protocols import resolve
 from methods.registry import MethodSpec, resolve_method
@@ -69,8 +71,11 @@ def score_candidate(candidate: Candidate, options: dict[str, str], device: torch
     distiller.prepare(data, ctx)  # what this candidate's options train (cached by the method)
     dset = distiller.distill(data, candidate.ipc, candidate.seed, ctx)
     protocol, budget = resolve(candidate.protocol, candidate.budget)
+    schedule = protocol.schedule(budget, len(dset), candidate.ipc, data.num_classes)
+    compile_choice = compiling.choose(candidate.arch, StudentShape.of(data), budget.student_width,
+                                      schedule.batch_size, schedule.steps, device, cache)
     return score_on_validation(dset.images, dset.labels, data, candidate.arch, protocol, budget, candidate.seed,
-                               device, candidate.ipc, candidate.scorings, on_score)
+                               device, candidate.ipc, candidate.scorings, on_score, compile_choice.compiled)
 
 
 def tuning_trainable(config: dict[str, Any], candidate: Candidate | None = None) -> None:

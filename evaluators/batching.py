@@ -55,7 +55,7 @@ def device_name(device: torch.device) -> str:
                                       f"x{torch.get_num_threads()} threads") if part)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -88,11 +88,11 @@ def measure(arch: str, shape: StudentShape, width: int | None, batch_size: int, 
     timings = []
     for step in (separate, stacked):
         step()
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             step()
-        _sync(device)
+        synchronize(device)
         timings.append(1000 * (time.perf_counter() - start) / steps)
     return timings[0], timings[1]
 

@@ -21,6 +21,7 @@ from evaluators.protocols import Budget, Protocol
 from evaluators.teacher import teacher_for
 from evaluators.batched import train_batched
 from evaluators.batching import BATCHED, SEPARATE
+from evaluators.compiling import compiled as compiled_student
 from evaluators.train import TrainOutcome, Validation, accuracy, train
 
 
@@ -81,11 +82,12 @@ def reported_score(scores: Sequence[float], protocol: Protocol) -> float:
 
 def score_on_validation(images: torch.Tensor, labels: torch.Tensor, data: Dataset, arch: str, protocol: Protocol,
                         budget: Budget, seed: int, device: torch.device, ipc: int, scorings: int,
-                        on_score: Callable[[int, float], None] | None = None) -> float:
+                        on_score: Callable[[int, float], None] | None = None, compiled: bool = False) -> float:
     """A tuning candidate's score: the student trained as `evaluate_set` trains it, scored on the
     validation split ``scorings`` times (``on_score`` gets each (step, accuracy)); the result is
     the accuracy of the weights the protocol reports (the last ones, or the best-scored ones
-    for a protocol that selects on validation). It never reads the test split."""
+    for a protocol that selects on validation). It never reads the test split. ``compiled``: the
+    training step runs through `torch.compile` (`evaluators.compiling`)."""
     check_distilled(images, labels, data)
     if protocol.labels == "teacher":
         raise ValueError(f"protocol '{protocol.name}' relabels with a teacher; tuning scores hard-label protocols")
@@ -101,7 +103,8 @@ def score_on_validation(images: torch.Tensor, labels: torch.Tensor, data: Datase
             on_score(step, value)
 
     train(student, x, y, protocol, schedule, seed, validation=_validation_split(data, device),
-          standardisation=Standardisation(tuple(data.mean), tuple(data.std)), on_validation=record)
+          standardisation=Standardisation(tuple(data.mean), tuple(data.std)), on_validation=record,
+          forward=compiled_student(student) if compiled else None)
     return reported_score(scores, protocol)
 
 
@@ -118,13 +121,15 @@ def evaluate_set(
     on_progress: Callable[[int, int], None] | None = None,
     cache: ArtifactCache | None = None,
     ipc: int | None = None,
+    compiled: bool = False,
 ) -> EvalResult:
     """Train ``arch`` on (images in [0, 1], labels) and return its real test accuracy.
 
-    ``full_data`` selects the step-sized schedule of the full-training-split reference.
+    ``full_data`` selects the step-sized schedule of the full-training-split reference;
+    ``compiled``: the training steps run through `torch.compile`.
     """
     return evaluate_students([(images, labels)], data, arch, protocol, budget, [seed], device, full_data,
-                             on_progress, cache, ipc)[0]
+                             on_progress, cache, ipc, compiled=compiled)[0]
 
 
 def evaluate_students(
@@ -140,10 +145,12 @@ def evaluate_students(
     cache: ArtifactCache | None = None,
     ipc: int | None = None,
     mode: str = SEPARATE,
+    compiled: bool = False,
 ) -> list[EvalResult]:
     """`evaluate_set` of student ``i`` on ``sets[i]`` with seed ``seeds[i]``: one by one, or
     stacked into one model (``mode`` `BATCHED`, `evaluators.batched`) with the same results
-    within float tolerance. A stacked training's seconds are shared equally by its students."""
+    within float tolerance. A stacked training's seconds are shared equally by its students.
+    ``compiled``: students trained one by one take their steps through `torch.compile`."""
     if not full_data:
         for images, labels in sets:
             check_distilled(images, labels, data)
@@ -180,7 +187,7 @@ def evaluate_students(
     else:
         outcomes = [train(model, x, y, protocol, schedule, seed, on_progress, teacher=teacher, validation=validation,
                           observe=(lambda model, i=i: seen[i].append(accuracy(model, *test))) if test else None,
-                          standardisation=stats)
+                          standardisation=stats, forward=compiled_student(model) if compiled else None)
                     for i, ((model, x, y), seed) in enumerate(zip(students, seeds))]
     test_x, test_y = test or _test_split(data, device)
     return [_tested(model, outcome, test_x, test_y, budget, teacher_acc, max(s) if s else None)

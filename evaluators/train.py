@@ -149,12 +149,14 @@ def train(
     observe: Callable[[nn.Module], None] | None = None,
     standardisation: Standardisation | None = None,
     on_validation: Callable[[int, float], None] | None = None,
+    forward: nn.Module | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place on normalised ``images`` under ``protocol``. ``observe`` sees the
     model (in eval mode) at every validation scoring; it must not change it, and nothing it
     returns reaches training or selection. ``on_validation`` gets (step, validation accuracy)
     at every scoring (a tuning study reports them). ``standardisation`` (the data set's mean and std)
-    lets an augmentation act on [0, 1] pixels where its recipe does."""
+    lets an augmentation act on [0, 1] pixels where its recipe does. ``forward`` (the model compiled,
+    `evaluators.compiling`) computes the training steps' logits in place of ``model``."""
     check_inputs(protocol, schedule, teacher, validation, standardisation)
     resets = set(schedule.milestones) if schedule.reset_momentum else set()
     optimizer = make_optimizer(model.parameters(), protocol)
@@ -165,9 +167,10 @@ def train(
     best_val = -1.0
     start, loss = time.perf_counter(), torch.tensor(math.nan)
     model.train()
+    net = forward if forward is not None else model
     for step in range(1, schedule.steps + 1):
         batch = stream.next()
-        out = model(batch.x)
+        out = net(batch.x)
         teacher_out = None
         if protocol.labels == "teacher":
             with torch.no_grad():

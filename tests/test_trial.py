@@ -4,8 +4,8 @@ import torch
 
 from benchmark.cluster import TrialPlace
 from benchmark.plan import GridRequest, plan_runs
-from benchmark.trial import execute_job
-from core.runs import group_jobs
+from benchmark.trial import execute_job, execute_unit
+from core.runs import TrialUnit, group_jobs
 
 
 def _rows(protocol: str, methods=("random", "full"), cache=None):
@@ -78,7 +78,6 @@ def test_a_cells_seeds_in_one_trial_give_the_rows_of_separate_trials(tmp_path):
     # What a trial with a GPU does (`bench run` groups a cell's seeds there): the seeds' students
     # trained stacked give the rows, hashes and (within float tolerance) accuracies of separate trials.
     from core.runs import group_units
-    from benchmark.trial import execute_unit
 
     runs = plan_runs(GridRequest(methods=("random",), datasets=("digits",), ipcs=(2,), archs=("convnet3",),
                                  protocol="idc", budget="smoke", seeds=(0, 1, 2), references=False)).runs
@@ -97,3 +96,23 @@ def test_a_cells_seeds_in_one_trial_give_the_rows_of_separate_trials(tmp_path):
         assert a.metrics["student_batching"] == "batched" and a.metrics["student_batching_students"] == 3
         assert b.metrics["student_batching"] == "separate" and b.metrics["student_batching_reason"] == "one student"
     assert len({r.test_acc for r in separate}) > 1  # three seeds, three students
+    assert a.metrics["student_compiled"] is False and a.metrics["student_compile_reason"] == "students stacked"
+
+
+def test_a_compiled_trial_gives_the_rows_of_an_eager_one(tmp_path):
+    # `--compile always`: the same run hashes and, within float tolerance, the same students; the
+    # rows say which way each student was trained
+    runs = plan_runs(GridRequest(methods=("random",), datasets=("digits",), ipcs=(2,), archs=("convnet3",),
+                                 protocol="dc", budget="smoke", seeds=(0,), references=False)).runs
+    place, cpu = TrialPlace(str(tmp_path)), torch.device("cpu")
+    (job,) = group_jobs(runs)
+    rows: dict[str, list] = {"always": [], "never": []}
+    for policy, out in rows.items():
+        execute_unit(TrialUnit((job,)), place, cpu, lambda m, out=out: out.append(m["row"]) if "row" in m else None,
+                     compiling_policy=policy)
+    (fast,), (eager,) = rows["always"], rows["never"]
+    assert fast.run_hash == eager.run_hash and fast.status == eager.status == "ok"
+    assert abs(fast.test_acc - eager.test_acc) <= 100 / 359 + 1e-9
+    assert fast.metrics["final_loss"] == pytest.approx(eager.metrics["final_loss"], rel=1e-3, abs=1e-4)
+    assert fast.metrics["student_compiled"] is True and eager.metrics["student_compiled"] is False
+    assert fast.metrics["student_compile_reason"] == "--compile always"
