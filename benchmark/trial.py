@@ -191,10 +191,11 @@ def _execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, repo
             first = members[0][1].dset
             schedule = protocol.full_schedule(budget) if full_data else protocol.schedule(
                 budget, len(first), members[0][0].ipc, data.num_classes)
-            batching = choose(arch, StudentShape.of(data), budget.student_width, schedule.batch_size, len(members),
+            batch = schedule.images_per_step(len(first))
+            batching = choose(arch, StudentShape.of(data), budget.student_width, batch, len(members),
                               device, place.cache(), stacking)
             compile_choice = compiling.choose(
-                arch, StudentShape.of(data), budget.student_width, schedule.batch_size, schedule.steps, device,
+                arch, StudentShape.of(data), budget.student_width, batch, schedule.steps, device,
                 place.cache(), compiling_policy) if batching.mode == SEPARATE else compiling.CompileChoice(
                 False, batching.device, "students stacked")
             with PeakMemory(device) as peak:

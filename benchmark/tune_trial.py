@@ -73,7 +73,7 @@ def score_candidate(candidate: Candidate, options: dict[str, str], device: torch
     protocol, budget = resolve(candidate.protocol, candidate.budget)
     schedule = protocol.schedule(budget, len(dset), candidate.ipc, data.num_classes)
     compile_choice = compiling.choose(candidate.arch, StudentShape.of(data), budget.student_width,
-                                      schedule.batch_size, schedule.steps, device, cache)
+                                      schedule.images_per_step(len(dset)), schedule.steps, device, cache)
     return score_on_validation(dset.images, dset.labels, data, candidate.arch, protocol, budget, candidate.seed,
                                device, candidate.ipc, candidate.scorings, on_score, compile_choice.compiled)
 

@@ -45,6 +45,10 @@ class Schedule:
     eval_every: int = 0  # validation scoring period in steps (0: no model selection)
     reset_momentum: bool = False  # at each milestone the optimiser starts afresh (DC builds a new one)
 
+    def images_per_step(self, num_images: int) -> int:
+        """The size of a full training batch on a set of ``num_images`` images."""
+        return min(self.batch_size, num_images)
+
 
 @dataclass(frozen=True)
 class Protocol:

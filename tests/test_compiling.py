@@ -105,3 +105,18 @@ def test_training_steps_go_through_the_given_forward():
     train(student, torch.randn(20, 1, 16, 16), torch.arange(20) % 10, protocol, schedule, 0, standardisation=STATS,
           forward=counting)
     assert counting.calls == 5
+
+
+def test_only_trainings_that_repay_a_compilation_are_candidates(tmp_path):
+    # dc/quick on Fashion-MNIST: IPC 1 (10 images a step) is never compiled, IPC 10 and 50 may be
+    protocol, budget = resolve("dc", "quick")
+    shape = StudentShape(1, 28, 10)
+    work = {}
+    for ipc in (1, 10, 50):
+        schedule = protocol.schedule(budget, 10 * ipc, ipc, 10)
+        work[ipc] = schedule.steps * schedule.images_per_step(10 * ipc)
+    assert work[1] < compiling.MIN_WORK <= work[10] < work[50]
+    schedule = protocol.schedule(budget, 10, 1, 10)
+    choice = compiling.choose("convnet3", shape, budget.student_width, schedule.images_per_step(10), schedule.steps,
+                              torch.device("cpu"), ArtifactCache(tmp_path))
+    assert not choice.compiled and "too short" in choice.reason
