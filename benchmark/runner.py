@@ -220,6 +220,13 @@ def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgres
     progress.trial_done("prepare")
 
 
+def longest_first(jobs: list[DistillJob]) -> list[DistillJob]:
+    """The order trials start in: the full-data references, then the largest sets first (a
+    student's training grows with its set), so the trials left when the cores start to empty are
+    the shortest ones, and no long trial runs alone at the end; the grid's order within an IPC."""
+    return sorted(jobs, key=lambda job: (job.ipc is not None, -(job.ipc or 0)))
+
+
 def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) -> RunSummary:
     """Run every run of the grid that the store does not already hold."""
     start = time.perf_counter()
@@ -252,8 +259,7 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
                 leases: RunLeases, scratch: Path) -> None:
     cache = ArtifactCache(options.cache_root)
     git_commit(), versions()  # provenance as of the launch: later edits to the checkout do not leak into rows
-    # longest first: the full-data references dominate a grid's makespan on a small machine
-    jobs = sorted(group_jobs(pending), key=lambda job: job.ipc is not None)
+    jobs = longest_first(group_jobs(pending))
     started = _init_ray(options.address, scratch)
     quiet_tune()
     import ray

@@ -102,3 +102,14 @@ def test_a_plugin_variant_brings_its_base_row_with_what_the_replaced_hook_implie
     assert settings["dit+evlf[recipe=smoke]"]["adapt_steps"] == settings["dit[adapt_steps=600,recipe=smoke]"]["adapt_steps"]
     assert {r.method for r in _plan(methods=("dit+evlf",), references=False)} == {"dit+evlf"}
 
+
+
+def test_trials_start_with_the_longest_so_the_shortest_end_the_grid():
+    from benchmark.runner import longest_first
+
+    jobs = group_jobs(_plan(methods=("herding[teacher_steps=5]", "random"), ipcs=(1, 10, 5), archs=("convnet3",),
+                            references=True))
+    order = [(job.method, job.ipc) for job in longest_first(jobs)]
+    assert [ipc for _, ipc in order] == [None] * 2 + [10] * 4 + [5] * 4 + [1] * 4  # full (2 seeds) first
+    # within one IPC, the grid's order (method, then seed) is kept
+    assert [m for m, ipc in order if ipc == 10] == ["herding[teacher_steps=5]"] * 2 + ["random"] * 2
