@@ -33,6 +33,7 @@ COMPILING = STACKING  # auto, always, never: a user's policy (`--compile`)
 MIN_WORK = 25_000  # images seen in training (steps x batch) below which a student is never compiled
 MEASURED_STEPS = 5
 KIND = "student-compiling"
+RECOMPILE_LIMIT = 64  # compiled shapes per student architecture in one process
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ def inductor_dir() -> Path:
 
 
 def configure_inductor() -> None:
-    """Before the first compilation: kernels to `inductor_dir`, no pickled graph caches."""
+    """Before the first compilation: kernels to `inductor_dir`, no pickled graph caches, and
+    room for every shape a long-lived worker meets (past Dynamo's default of 8 per function it
+    would fall back to eager steps while the row says compiled)."""
+    import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
@@ -76,6 +80,7 @@ def configure_inductor() -> None:
     inductor_config.fx_graph_cache = False
     inductor_config.fx_graph_remote_cache = False
     functorch_config.enable_autograd_cache = False
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
 
 
 def compiled(model: torch.nn.Module) -> torch.nn.Module:

@@ -120,3 +120,11 @@ def test_only_trainings_that_repay_a_compilation_are_candidates(tmp_path):
     choice = compiling.choose("convnet3", shape, budget.student_width, schedule.images_per_step(10), schedule.steps,
                               torch.device("cpu"), ArtifactCache(tmp_path))
     assert not choice.compiled and "too short" in choice.reason
+
+
+def test_a_worker_keeps_compiling_past_dynamos_default_of_eight_shapes():
+    # a Ray worker serves trial after trial: batch sizes, widths and set sizes add up
+    import torch._dynamo.config as dynamo_config
+
+    compiling.configure_inductor()
+    assert dynamo_config.recompile_limit >= compiling.RECOMPILE_LIMIT > 8
