@@ -209,8 +209,9 @@ def _execute_unit(unit: TrialUnit, place: TrialPlace, device: torch.device, repo
                 report({"row": ResultRow.error(run, _error_text(exc))})
             continue
         for (run, r), result in zip(members, results):
-            metrics = dataclasses.asdict(result) | r.metrics | peak.metrics("eval_") | batching.metrics() | compile_choice.metrics() | {
-                "device": str(device), "node": node, "budget_description": budget.description}
+            metrics = (dataclasses.asdict(result) | r.metrics | peak.metrics("eval_") | batching.metrics()
+                       | compile_choice.metrics() | {"device": str(device), "node": node,
+                                                      "budget_description": budget.description})
             if metrics["teacher_test_acc"] is None:  # a selection method's own teacher, if it used one
                 metrics["teacher_test_acc"] = r.dset.meta.get("teacher_test_acc")
             report({"row": ResultRow.ok(run, result.test_acc, metrics)})
