@@ -1,8 +1,9 @@
 """Whether a student's training step runs through `torch.compile`, per device and shape.
 
 On the 2-core development CPU the compiled ConvNet-3 step (fused instance norm, ReLU and
-pooling kernels in forward and backward) measured 1.4x to 1.8x the eager one at widths 32 and
-128, but a first compilation costs tens of seconds per process and shape. So the harness
+pooling kernels in forward and backward) measured 1.9x the eager one (width 32, batch 256, one
+thread; whole evaluations 1.25x to 1.36x), but a first compilation costs 8 to 30 seconds per
+process and shape. So the harness
 compiles only a training long enough to repay it (`MIN_WORK` images seen), and only where a
 measurement on this device found the compiled step faster: the first such training times a few
 steps both ways (on random inputs of its shape) and caches the figures, as
