@@ -75,8 +75,11 @@ def configure_inductor() -> None:
     import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") is None:
+    # importing Inductor (here or in any earlier import) writes its shared default into the
+    # environment: only a folder the user chose is kept
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_dir())
     inductor_config.fx_graph_cache = False
     inductor_config.fx_graph_remote_cache = False

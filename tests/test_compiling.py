@@ -70,7 +70,27 @@ def test_no_pickled_compiler_cache_is_read(tmp_path, monkeypatch):
     compiling.configure_inductor()
     assert not inductor_config.fx_graph_cache and not inductor_config.fx_graph_remote_cache
     assert not functorch_config.enable_autograd_cache
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+def test_compiled_kernels_land_in_the_private_folder_not_the_shared_default(tmp_path):
+    # in a fresh process that imports Inductor first (as a worker that imported the methods
+    # does): its shared /tmp default must not stay in force
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    code = ("import torch._inductor.config, torch\n"
+            "from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir\n"
+            "from evaluators import compiling\n"
+            "f = compiling.compiled(torch.nn.Linear(3, 2))\n"
+            "f(torch.randn(4, 3)).sum().backward()\n"
+            "print(cache_dir()); print(default_cache_dir())\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    used, default = out.stdout.split()[-2:]
+    private = tmp_path / "evlf-bench-inductor"
+    assert used == str(private) != default
+    assert any(p.is_file() for p in private.rglob("*"))  # the kernels were written there
 
 
 def test_kernels_go_to_a_private_folder_of_this_user(tmp_path, monkeypatch):
