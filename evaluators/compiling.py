@@ -46,7 +46,8 @@ class CompileChoice:
     reason: str
     eager_ms_per_step: float | None = None
     compiled_ms_per_step: float | None = None
-    compile_s: float | None = None  # the measurement's first compiled step (a cold compilation)
+    compile_s: float | None = None  # the measurement's first compiled step: a compilation, unless this
+    # process already compiled a student of the same shape (Dynamo reuses that graph)
 
     def metrics(self) -> dict:
         return {"student_compiled" if k == "compiled" else f"student_compile_{k}": v for k, v in asdict(self).items()}
@@ -154,5 +155,5 @@ def choose(arch: str, shape: StudentShape, width: int | None, batch_size: int, s
     eager_ms, compiled_ms = float(record["eager_ms"]), float(record["compiled_ms"])
     reason = f"measured on this device: {compiled_ms:.1f} ms compiled, {eager_ms:.1f} ms eager per step"
     return CompileChoice(compiled_ms < eager_ms, name, reason, round(eager_ms, 3), round(compiled_ms, 3),
-                         round(float(record["compile_s"]), 2))
+                         round(float(record["compile_s"]), 3))
 
