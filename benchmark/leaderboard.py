@@ -26,7 +26,7 @@ from benchmark.tuning_page import PAGE, write_tuning_page
 from core.artifacts import ArtifactCache
 from core.rows import ResultRow
 from methods.base import GROUPS
-from methods.registry import base_of, is_ceiling, method_group, plugin_names
+from methods.registry import TUNED, base_of, is_ceiling, is_tuned, method_group, plugin_names, without_tuned
 
 FULL_LABEL = f"{FULL} (reference)"
 EMPTY = "—"
@@ -59,10 +59,14 @@ class Leaderboard:
 _Column = tuple[int | None, str]
 
 
-def _method_order(method: str) -> tuple[int, str, str]:
-    # by the group each method declares (reference, baseline, selection, generative, ...),
-    # then by name, which puts each plug-in variant right after its base
-    return GROUPS.index(method_group(method)), method.lower(), method
+def _method_order(method: str) -> tuple[int, str, bool, str, bool, str]:
+    # by the group each method declares (reference, baseline, selection, generative, ...), then
+    # by the row a plug-in variant is compared with (each variant right after its base), and
+    # each tuned row right after the same method at its defaults
+    untuned = without_tuned(method)
+    base = base_of(untuned) or untuned
+    return (GROUPS.index(method_group(method)), base.lower(), untuned != base, untuned.lower(), is_tuned(method),
+            method)
 
 
 def _cell_text(s: CellStats) -> str:
@@ -215,6 +219,11 @@ def _notes(
             "through a generative backbone's hook and decoded: the best a method decoding that backbone's latents "
             f"can reach; never bold. Gain over recon: a row's mean minus the mean of the recon row of its "
             "backbone and plug-ins at the same IPC, i.e. what generation itself costs.")
+    if any(is_tuned(m) for m in methods):
+        notes.append(
+            f"'[{TUNED}]': the method with the options `bench tune` chose for it on the validation split "
+            f"(the test split unread; the studies, their budgets and histories are on [{PAGE}]({PAGE})); "
+            "each row's config records the options. A tuned plug-in row's Δ is against its base's tuned row.")
     plugins = plugin_names([m for m in methods if bases[m] is not None])
     if plugins:
         marks = " / ".join(f"'+{p}'" for p in plugins)

@@ -235,6 +235,20 @@ def is_ceiling(label: str) -> bool:
         return False
 
 
+def is_tuned(label: str) -> bool:
+    """Whether a row's label names a method run with its tuned choice (``name[tuned]``)."""
+    return TUNED in _parse_safe(label).options
+
+
+def without_tuned(label: str) -> str:
+    """The label with its ``tuned`` flag dropped (``dit[adapt_steps=600,tuned]`` ->
+    ``dit[adapt_steps=600]``): the row a tuned row is the tuned version of."""
+    spec = _parse_safe(label)
+    if TUNED not in spec.options:
+        return label
+    return NamedSpec(spec.name, {k: v for k, v in spec.options.items() if k != TUNED}).canonical()
+
+
 def plugin_names(labels: list[str]) -> list[str]:
     """The plug-ins used by any of ``labels``, sorted."""
     return sorted({part for label in labels for part in _parse_safe(label).name.split("+")[1:]})

@@ -287,3 +287,47 @@ def test_best_seen_accuracy_is_on_the_reported_page_labelled_and_never_on_a_meas
     assert listed == {"value": 35.0, "selection": "selected on the test set, as published"}
     write_leaderboards(series("random", 10, [30.0]), tmp_path / "plain")  # no selection rows: no section
     assert "published procedure" not in (tmp_path / "plain" / "reported.md").read_text()
+
+
+def test_a_tuned_row_follows_its_method_at_the_defaults_and_is_explained() -> None:
+    rows = (series("random", 10, [70.0, 71.0]) + series("dit", 10, [66.0, 67.0])
+            + series("dit[adapt_steps=600]", 10, [66.0, 67.0]) + series("dit+evlf", 10, [67.0, 68.0])
+            + series("dit+evlf[tuned]", 10, [69.0, 70.0]) + series("dit[tuned]", 10, [68.0, 69.0])
+            + series("dit[adapt_steps=600,tuned]", 10, [68.0, 68.5]))
+    board = board_of(rows)
+    assert [label for label, _ in board.rows] == ["random", "dit", "dit[tuned]", "dit[adapt_steps=600]", "dit[adapt_steps=600,tuned]",
+                             "dit+evlf", "dit+evlf[tuned]"]
+    text = render_markdown(board)
+    assert "'[tuned]': the method with the options `bench tune` chose" in text
+    assert "[tuning.md](tuning.md)" in text
+    # the tuned variant's delta is against its base's tuned row (68.0 -> 69.5: +1.25)
+    assert "Δ +1.2" in cell(board, "dit+evlf[tuned]", "IPC 10")
+    assert "'[tuned]'" not in render_markdown(board_of(rows[:6]))  # no tuned row: no note
+
+
+def test_the_published_pages_regenerate_from_the_committed_store(tmp_path) -> None:
+    # every page and plot under leaderboards/ is what `bench leaderboard` writes from the
+    # committed store; the sample grids (and their section) need the sets in the artifact
+    # cache, which a fresh clone does not have, so they are left out of the comparison
+    import shutil
+
+    from benchmark.cli import main
+
+    published = Path(__file__).resolve().parents[1] / "leaderboards"
+    shutil.copytree(published / "store", tmp_path / "store")  # the leaderboard opens the store
+    assert main(["leaderboard", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"),
+                 "--cache", str(tmp_path / "cache")]) == 0
+
+    def without_samples(text: str) -> str:
+        return re.sub(r"### Sample images\n.*?(?=^### |\Z)", "", text, flags=re.S | re.M)
+
+    pages = sorted(p.relative_to(published) for p in published.rglob("*")
+                   if p.is_file() and p.parts[len(published.parts)] not in ("store", "samples"))
+    assert Path("tuning.md") in pages and Path("fashion-mnist__dc-quick.md") in pages
+    assert pages == sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
+    for page in pages:
+        if page.suffix == ".md":
+            assert without_samples((tmp_path / "out" / page).read_text()) == without_samples(
+                (published / page).read_text()), page
+        else:
+            assert (tmp_path / "out" / page).read_bytes() == (published / page).read_bytes(), page
