@@ -113,3 +113,30 @@ def test_trials_start_with_the_longest_so_the_shortest_end_the_grid():
     assert [ipc for _, ipc in order] == [None] * 2 + [10] * 4 + [5] * 4 + [1] * 4  # full (2 seeds) first
     # within one IPC, the grid's order (method, then seed) is kept
     assert [m for m, ipc in order if ipc == 10] == ["herding[teacher_steps=5]"] * 2 + ["random"] * 2
+
+
+def test_the_tuned_grid_plans_exactly_the_tuned_runs_of_the_published_store(tmp_path):
+    # The tuned page's rows were run with the choices of the studies committed beside them:
+    # planning the tuned grid from those studies must give the same content hashes.
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    import pytest
+
+    from benchmark.plan import TUNED_GRID
+    from benchmark.studies import choices_in
+    from core.datasets.fashion_mnist import DEBIAN_DIR, FILES
+
+    if not all((DEBIAN_DIR / f"{stem}.gz").is_file() for stem in FILES.values()):
+        pytest.skip(f"Fashion-MNIST not installed in {DEBIAN_DIR} (make setup installs it)")
+    committed = Path(__file__).resolve().parents[1] / "leaderboards" / "store" / "bench.sqlite3"
+    shutil.copy(committed, tmp_path / "bench.sqlite3")  # the lookup opens the store: leave the checkout alone
+    planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(TUNED_GRID, choices_in(tmp_path)).runs}
+    with sqlite3.connect(tmp_path / "bench.sqlite3") as conn:
+        published = set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
+                                     "WHERE status = 'ok' AND protocol = 'dc' AND budget = 'quick'").fetchall())
+    tuned = {row for row in published if "tuned" in row[1]}
+    assert len(tuned) == 9 * 3 * 3 and tuned == {row for row in planned if "tuned" in row[1]}
+    # and every reference and ceiling the tuned rows are measured against is published too
+    assert planned <= published
