@@ -295,8 +295,8 @@ def test_a_tuned_row_follows_its_method_at_the_defaults_and_is_explained() -> No
             + series("dit+evlf[tuned]", 10, [69.0, 70.0]) + series("dit[tuned]", 10, [68.0, 69.0])
             + series("dit[adapt_steps=600,tuned]", 10, [68.0, 68.5]))
     board = board_of(rows)
-    assert [label for label, _ in board.rows] == ["random", "dit", "dit[tuned]", "dit[adapt_steps=600]", "dit[adapt_steps=600,tuned]",
-                             "dit+evlf", "dit+evlf[tuned]"]
+    assert [label for label, _ in board.rows] == ["random", "dit", "dit[tuned]", "dit[adapt_steps=600]",
+                                                  "dit[adapt_steps=600,tuned]", "dit+evlf", "dit+evlf[tuned]"]
     text = render_markdown(board)
     assert "'[tuned]': the method with the options `bench tune` chose" in text
     assert "[tuning.md](tuning.md)" in text
