@@ -133,14 +133,27 @@ def resolve_method(text: str, tuned: TunedChoice | None = None) -> MethodSpec:
     return MethodSpec(spec, _build(spec.name, fixed | tuned.options), tuned)
 
 
+def is_tuned(label: str) -> bool:
+    """Whether a row's label names a method run with its tuned choice (``name[tuned]``)."""
+    return TUNED in _parse_safe(label).options
+
+
+def without_tuned(label: str) -> str:
+    """The label with its ``tuned`` flag dropped (``dit[adapt_steps=600,tuned]`` ->
+    ``dit[adapt_steps=600]``): the row a tuned row is the tuned version of."""
+    spec = _parse_safe(label)
+    if TUNED not in spec.options:
+        return label
+    return NamedSpec(spec.name, {k: v for k, v in spec.options.items() if k != TUNED}).canonical()
+
+
 def untuned_label(text: str) -> str | None:
     """For ``name[tuned,...]``: the label of the spec that was tuned (the same without the flag),
     whose study holds the choice; None for a spec without the flag. Refuses a method with
     nothing to tune."""
-    spec = _parse(text)
-    if TUNED not in spec.options:
+    if TUNED not in _parse(text).options:  # a malformed spec raises here, with its message
         return None
-    plain = resolve_method(NamedSpec(spec.name, {k: v for k, v in spec.options.items() if k != TUNED}).canonical())
+    plain = resolve_method(without_tuned(text))
     if not tuning_space(plain):
         raise BenchError(f"method '{plain.label}' has no tunable options, so it has no tuned choice: write "
                          f"'{plain.label}'")
@@ -233,20 +246,6 @@ def is_ceiling(label: str) -> bool:
         return METHODS.get(_parse(label).name.split("+")[0]).ceiling
     except BenchError:
         return False
-
-
-def is_tuned(label: str) -> bool:
-    """Whether a row's label names a method run with its tuned choice (``name[tuned]``)."""
-    return TUNED in _parse_safe(label).options
-
-
-def without_tuned(label: str) -> str:
-    """The label with its ``tuned`` flag dropped (``dit[adapt_steps=600,tuned]`` ->
-    ``dit[adapt_steps=600]``): the row a tuned row is the tuned version of."""
-    spec = _parse_safe(label)
-    if TUNED not in spec.options:
-        return label
-    return NamedSpec(spec.name, {k: v for k, v in spec.options.items() if k != TUNED}).canonical()
 
 
 def plugin_names(labels: list[str]) -> list[str]:
