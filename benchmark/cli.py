@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import BenchError
-from core.spec import parse_named_list, parse_positive_ints, split_top_level
+from core.spec import MAX_SEED, parse_int, parse_named_list, parse_positive_ints, parse_seeds, split_top_level
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,16 +26,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seeds(text: str) -> tuple[int, ...]:
-    """``3`` means seeds 0, 1, 2; ``0,4,7`` lists seeds explicitly."""
-    text = text.strip()
-    if text.isdigit():
-        if int(text) <= 0:
-            raise BenchError("--seeds N runs seeds 0..N-1 and needs N >= 1; to list seeds use commas, e.g. --seeds 0,3")
-        return tuple(range(int(text)))
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise BenchError(f"--seeds must be a positive number of seeds or a comma list of seeds, got '{text}'")
-    return tuple(sorted({int(p) for p in parts}))
+    return parse_seeds(text)
+
+
+def _finite(low: float, high: float, what: str):
+    """An argparse type: a number in [low, high] (NaN and infinities are refused)."""
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # False for NaN
+            raise BenchError(f"{what} must be a number from {low:g} to {high:g}, got '{text}'")
+        return value
+    return convert
+
+
+def _count(what: str, high: int):
+    return lambda text: parse_int(text, what, 1, high)
+
+
+def _seed(text: str) -> int:
+    return parse_int(text, "--seed", 0, MAX_SEED)
+
+
+# A trial below this share of a core is not worth scheduling (Ray would pack 1/x trials on a
+# core, each one crawling); above MAX_TRIAL_CPUS no machine has it.
+MIN_TRIAL_CPUS, MAX_TRIAL_CPUS, MAX_TRIAL_GPUS = 0.1, 1024.0, 64.0
+CPUS = _finite(MIN_TRIAL_CPUS, MAX_TRIAL_CPUS, "--cpus-per-trial")
+GPUS = _finite(0.0, MAX_TRIAL_GPUS, "--gpus-per-trial")
 
 
 STORAGE_HELP = ("a directory every node of the cluster mounts at the same path: used as the cache by the driver and "
@@ -70,7 +91,7 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default=None, help="evaluation protocol (default dc)")
     p.add_argument("--budget", default=None, help="protocol budget: paper, quick or smoke (default quick)")
     p.add_argument("--seeds", help="number of seeds (N means 0..N-1) or a comma list (default: the budget's)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=CPUS, default=1.0)
     p.add_argument("--no-references", action="store_true",
                    help="do not add the random and full reference rows and the plug-in variants' base rows")
 
@@ -93,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="rerun runs that are already in the store")
     run.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
     run.add_argument("--storage", help=STORAGE_HELP)
-    run.add_argument("--gpus-per-trial", type=float, default=None,
+    run.add_argument("--gpus-per-trial", type=GPUS, default=None,
                      help="GPUs (or a fraction) per trial; default 1 when GPUs are visible, else 0")
     _add_student_training(run)
     run.add_argument("--no-leaderboard", action="store_true", help="do not print the table at the end")
@@ -104,14 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--methods", required=True, help="comma list of method specs to tune, e.g. 'd4m,d4m+evlf'")
     tn.add_argument("--datasets", default="fashion-mnist", help="comma list of data sets (one study each)")
     tn.add_argument("--ipc", required=True, help="the images per class the candidates are scored at")
-    tn.add_argument("--trials", type=int, required=True, help="candidates per method (the same for every method)")
+    tn.add_argument("--trials", type=_count("--trials", 10_000), required=True, help="candidates per method (the same for every method)")
     tn.add_argument("--arch", default="convnet3", help="the student that scores candidates")
     tn.add_argument("--protocol", default="dc")
     tn.add_argument("--budget", default="quick")
-    tn.add_argument("--seed", type=int, default=0, help="the searcher's, the distillation's and the student's seed")
-    tn.add_argument("--scorings", type=int, default=4,
+    tn.add_argument("--seed", type=_seed, default=0, help="the searcher's, the distillation's and the student's seed")
+    tn.add_argument("--scorings", type=_count("--scorings", 1_000), default=4,
                     help="validation scorings per candidate, where ASHA may stop it (default 4)")
-    tn.add_argument("--cpus-per-trial", type=float, default=1.0)
+    tn.add_argument("--cpus-per-trial", type=CPUS, default=1.0)
     tn.add_argument("--fresh", action="store_true", help="run a study again although the store holds it")
     tn.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
     tn.add_argument("--storage", help=STORAGE_HELP)
@@ -151,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-references", action="store_true")
     ev.add_argument("--address")
     ev.add_argument("--storage", help=STORAGE_HELP)
-    ev.add_argument("--cpus-per-trial", type=float, default=1.0)
-    ev.add_argument("--gpus-per-trial", type=float, default=None)
+    ev.add_argument("--cpus-per-trial", type=CPUS, default=1.0)
+    ev.add_argument("--gpus-per-trial", type=GPUS, default=None)
     _add_student_training(ev)
     ev.add_argument("--fresh", action="store_true")
     ev.add_argument("--no-leaderboard", action="store_true")
@@ -162,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", required=True)
     ex.add_argument("--dataset", default="fashion-mnist")
     ex.add_argument("--ipc", required=True)
-    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--seed", type=_seed, default=0)
     ex.add_argument("--out", default="exports")
     _add_paths(ex)
 
@@ -202,6 +223,15 @@ def _listed(value: str | None, flag: str, parse, default: tuple) -> tuple:
     return tuple(parse(value))
 
 
+def _named(value: str | None, flag: str, default: str) -> str:
+    """A flag naming one thing: its value, or ``default`` when absent; never an empty name."""
+    if value is None:
+        return default
+    if not value.strip():
+        raise BenchError(f"{flag} is empty; name one, or leave {flag} out for the default ({default})")
+    return value.strip()
+
+
 def _request(args: argparse.Namespace):
     """The grid a `bench run` (or `bench plan`) command line asks for."""
     from benchmark.plan import DEFAULT_GRID, GridRequest
@@ -214,8 +244,8 @@ def _request(args: argparse.Namespace):
                          d.datasets),
         ipcs=_listed(args.ipc, "--ipc", lambda v: parse_positive_ints(v, "--ipc"), d.ipcs),
         archs=_listed(args.archs, "--archs", lambda v: (s.name for s in parse_named_list(v)), d.archs),
-        protocol=args.protocol or d.protocol,
-        budget=args.budget or d.budget,
+        protocol=_named(args.protocol, "--protocol", d.protocol),
+        budget=_named(args.budget, "--budget", d.budget),
         seeds=_seeds(args.seeds) if args.seeds is not None else None,
         references=not args.no_references,
     )
@@ -228,8 +258,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from benchmark.plan_cli import show_plan
 
-    if args.cpus_per_trial <= 0:
-        raise BenchError("--cpus-per-trial must be positive")
     return show_plan(_request(args), _store(args), _cache(args), args.cpus_per_trial, args.json)
 
 
@@ -242,11 +270,10 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     from benchmark.studies import choices_in
     from rich.markup import escape
 
-    from benchmark.runner import RunnerOptions, check_address, cluster_address, run_grid
+    from benchmark.ray_session import check_address, cluster_address
+    from benchmark.runner import RunnerOptions, run_grid
     from core.artifacts import ArtifactCache
 
-    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
-        raise BenchError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
     storage = _storage(args)
     store = _store(args)
     cache = ArtifactCache(storage) if storage else _cache(args)
@@ -268,6 +295,10 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
         holders = ", ".join(sorted(set(summary.elsewhere.values())))
         console.print(escape(f"{len(summary.elsewhere)} runs left to another bench run on this store that is doing "
                              f"them ({holders}); rerun when it ends to pick up any it did not finish"))
+    if summary.not_done:
+        print(f"bench: interrupted: {summary.not_done} runs not done; {summary.ok} done and {len(summary.failed)} failed "
+              f"are in the store ({store.path}): rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if summary.skipped == summary.total:
         console.print(escape(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun"))
     else:
@@ -447,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are in the store, rerun to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

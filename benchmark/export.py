@@ -8,13 +8,14 @@ from pathlib import Path
 import json
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from benchmark.sample_grids import save_class_grid
 from benchmark.trial import distill_job
 from core.artifacts import ArtifactCache, json_default
 from core.datasets import load_dataset
 from core.errors import BenchError
+from core.files import write_atomic
 from core.runs import DistillJob
 from methods import resolve_method
 
@@ -35,8 +36,10 @@ def export_set(method: str, dataset: str, ipc: int, seed: int, cache: ArtifactCa
         raise BenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
     stem = f"{spec.label}_{dataset}_ipc{ipc}_seed{seed}".replace("/", "-").replace(":", "-")
     tensors = out / f"{stem}.safetensors"
-    save_file({"images": dset.images.float().clamp(0, 1).contiguous(), "labels": dset.labels.long().contiguous()},
-              str(tensors), metadata={META_KEY: json.dumps(dset.meta, default=json_default)})
+    body = save({"images": dset.images.float().clamp(0, 1).contiguous(), "labels": dset.labels.long().contiguous()},
+                metadata={META_KEY: json.dumps(dset.meta, default=json_default)})
+    # safetensors' own writer makes the file 0600; an export is for sharing, readable as the PNG beside it
+    write_atomic(tensors, lambda f: f.write(body))
     png = out / f"{stem}.png"
     save_class_grid(dset.images, dset.labels, png)
     return [tensors, png]

@@ -92,6 +92,9 @@ def load_external(path: str | Path, data: Dataset, trust_pickle: bool = False) -
     path = Path(path).expanduser()
     if not path.exists():
         raise BenchError(f"{path} does not exist")
+    if not (path.is_dir() or path.is_file()):  # a FIFO or a device would block the read, or never end
+        raise BenchError(f"{path} is neither a regular file nor a folder; give a .safetensors file or a folder of "
+                         "class folders")
     dset = _from_folder(path, data) if path.is_dir() else _from_file(path, trust_pickle)
     try:
         check_distilled(dset.images, dset.labels, data)

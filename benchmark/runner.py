@@ -3,9 +3,6 @@ runs one trial per distillation job (per cell, its seeds together, where trials 
 students may then train stacked), and writes every row to the store as it arrives."""
 from __future__ import annotations
 
-import logging
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +10,11 @@ from typing import Any
 
 import torch
 
-from benchmark.cluster import trial_places, worker_env
+from benchmark.cluster import trial_places
 from benchmark.leases import RunLeases
-from benchmark.progress import GridProgress
+from benchmark.progress import GridProgress, PlainProgress, grid_progress
 from benchmark.provenance import git_commit, versions
-from benchmark.scratch import Scratch
+from benchmark.ray_session import RaySession, quiet_tune, ray_session
 from benchmark.store import ResultStore
 from benchmark.trial import distill_context, job_distiller
 from core.artifacts import ArtifactCache
@@ -50,6 +47,7 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)  # labels of failed runs
     seconds: float = 0.0
     retried: int = 0  # trials restarted after their worker died
+    not_done: int = 0  # runs of ours that never reported: the grid was interrupted (Ctrl-C) before them
     elsewhere: dict[str, str] = field(default_factory=dict)  # run hash -> the live `bench run` (host:pid) doing it
 
 
@@ -59,83 +57,6 @@ class RunSummary:
 TRIAL_RETRIES = 2
 
 
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray process on 127.0.0.1
-
-
-def cluster_address(given: str | None) -> tuple[str | None, str]:
-    """The cluster to join and where that came from: ``--address``, else Ray's own RAY_ADDRESS
-    (whoever set it meant that cluster), else None (start an embedded one)."""
-    if given:
-        return given, "--address"
-    return os.environ.get("RAY_ADDRESS") or None, "RAY_ADDRESS"
-
-
-def _host(address: str) -> str:
-    return address.split("://", 1)[-1].rpartition(":")[0].strip("[]")
-
-
-def check_address(address: str, origin: str = "--address") -> None:
-    """Fail fast, in one line, when a Ray cluster address cannot be reached."""
-    if address == "auto":
-        return
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():
-        raise BenchError(f"{origin} must be host:port, ray://host:port or auto, got '{address}'")
-    unset = "; unset RAY_ADDRESS to start a cluster of this machine" if origin == "RAY_ADDRESS" else ""
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
-            pass
-    except OSError as exc:
-        raise BenchError(f"cannot reach the Ray cluster at {address} ({origin}): {exc.strerror or exc}{unset}") from None
-
-
-def _init_ray(address: str | None, scratch: Path) -> bool:
-    """Start an embedded cluster on loopback, or join ``address``; True if we started one."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
-             "configure_logging": True}
-    if address:
-        check_address(address)
-        if _host(address) in ("localhost", "127.0.0.1", "::1"):
-            # A cluster on loopback: this driver must join it as 127.0.0.1 too. Ray would otherwise
-            # take the machine's interface address for itself and wait for a node that never answers.
-            os.environ[LOOPBACK_ENV] = "0"
-            loopback_only()
-        try:
-            # the trials on other machines run the driver's code with the driver's settings
-            ray.init(address=address, runtime_env=worker_env(), **quiet)
-        except (ConnectionError, RuntimeError) as exc:
-            raise BenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
-        return True
-    loopback_only()
-    ray.init(address="local", num_cpus=os.cpu_count(), _temp_dir=str(scratch), **quiet)  # "local": ours, never another run's
-    return True
-
-
-def quiet_tune() -> None:
-    """Tune prints nothing of its own: the harness shows progress itself."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-
-
-def loopback_only() -> None:
-    """Keep the embedded cluster on 127.0.0.1 unless the user asked otherwise.
-
-    Ray decides between loopback and the machine's interface address from
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, which its driver reads once, when ``ray`` is first
-    imported, and every process it starts reads again. Setting the variable is therefore not
-    enough when something imported Ray earlier: the driver's copy of the flag is set too.
-    """
-    os.environ.setdefault(LOOPBACK_ENV, "0")
-    if os.environ[LOOPBACK_ENV] == "0":
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-
 class _StoreCallback:
     """Tune callback (driver side): rows go to the store the moment a trial reports them."""
 
@@ -143,7 +64,7 @@ class _StoreCallback:
         from ray.tune import Callback
 
         class StoreCallback(Callback):
-            def __init__(self, store: ResultStore, units: list[TrialUnit], progress: GridProgress,
+            def __init__(self, store: ResultStore, units: list[TrialUnit], progress: GridProgress | PlainProgress,
                          summary: RunSummary, leases: RunLeases):
                 self.store, self.units, self.progress, self.summary = store, units, progress, summary
                 self.leases = leases
@@ -198,7 +119,7 @@ class _StoreCallback:
         return StoreCallback(*args, **kwargs)
 
 
-def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgress) -> None:
+def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgress | PlainProgress) -> None:
     """Build what several trials share (teachers, fine-tuned models) once, in the driver, so
     concurrent trials do not each train the same thing."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -243,24 +164,25 @@ def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) ->
             pending = [r for r in pending if r.run_hash in ours]
             if pending:
                 _run_claimed(pending, store, options, summary, leases)
+                # Tune ends an experiment quietly on SIGINT: what never reported was not done
+                summary.not_done = len(pending) - summary.ok - len(summary.failed)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _run_claimed(pending: list[RunSpec], store: ResultStore, options: RunnerOptions, summary: RunSummary,
                  leases: RunLeases) -> None:
-    # the embedded cluster and Tune write under a folder of this run, removed at the end (and by
-    # the next run, should this one be killed)
-    with Scratch() as scratch:
-        _run_on_ray(pending, store, options, summary, leases, scratch)
+    # the embedded cluster and Tune write under a private folder of this run, removed at the end
+    # (and by the next run, should this one be killed)
+    with ray_session(options.address) as session:
+        _run_on_ray(pending, store, options, summary, leases, session)
 
 
 def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptions, summary: RunSummary,
-                leases: RunLeases, scratch: Path) -> None:
+                leases: RunLeases, session: RaySession) -> None:
     cache = ArtifactCache(options.cache_root)
     git_commit(), versions()  # provenance as of the launch: later edits to the checkout do not leak into rows
     jobs = longest_first(group_jobs(pending))
-    started = _init_ray(options.address, scratch)
     quiet_tune()
     import ray
     from ray import tune
@@ -273,19 +195,15 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     # CPU trials keep one seed each (unless asked), so trials in parallel fill the cores
     by_cell = options.stack_students == ALWAYS or (options.stack_students == AUTO and gpus > 0)
     units = group_units(jobs, by_cell=by_cell)
-    try:
-        check_fits(ray.nodes(), options.cpus_per_trial, gpus)
-        # a cluster we joined may hold other machines: their trials reach this cache through the server
-        with trial_places(cache, scratch.name, options.shared_storage, bool(options.address) or not started) as place, \
-                GridProgress(len(pending)) as progress:
-            _prepare(jobs, cache, progress)
-            _fit(units, resources, {"threads": max(1, int(options.cpus_per_trial)), "stacking": options.stack_students,
-                                    "compiling": options.compile_students,
-                                    **place}, scratch / "tune",
-                 _StoreCallback(store, units, progress, summary, leases))
-    finally:
-        if started:
-            ray.shutdown()
+    check_fits(ray.nodes(), options.cpus_per_trial, gpus)
+    # a cluster we joined may hold other machines: their trials reach this cache through the server
+    with trial_places(cache, session.scratch.name, options.shared_storage, session.cluster) as place, \
+            grid_progress(len(pending)) as progress:
+        _prepare(jobs, cache, progress)
+        _fit(units, resources, {"threads": max(1, int(options.cpus_per_trial)), "stacking": options.stack_students,
+                                "compiling": options.compile_students,
+                                **place}, session.scratch / "tune",
+             _StoreCallback(store, units, progress, summary, leases))
 
 
 def _fit(units: list[TrialUnit], resources: dict[str, float], config: dict[str, Any], tune_dir: Path,

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
+from core.errors import BenchError
 from methods import resolve_method
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -65,12 +66,12 @@ def _print(report: dict[str, Any], console: Console) -> None:
 
 def cmd_show(args, cache: ArtifactCache) -> int:
     report = show(args.method, args.dataset, cache)
+    if args.plot:  # first: a plot that cannot be made is the whole answer
+        write_curves(report, Path(args.plot))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         _print(report, Console())
-    if args.plot:
-        write_curves(report, Path(args.plot))
     return 0
 
 
@@ -83,7 +84,8 @@ def write_curves(report: dict[str, Any], path: Path) -> None:
 
     trained = [p for p in report["plugins"] if p["status"] == "trained" and p["curves"]]
     if not trained:
-        return
+        raise BenchError(f"--plot: '{report['method']}' has no trained plug-in with loss curves to plot on "
+                         f"{report['dataset']} (a plug-in is trained by the first run that uses it)")
     fig, axes = plt.subplots(1, len(trained), figsize=(5 * len(trained), 3.2), squeeze=False)
     for ax, plugin in zip(axes[0], trained):
         for name, values in plugin["curves"].items():
@@ -93,6 +95,10 @@ def write_curves(report: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{plugin['plugin']} on {report['dataset']}")
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise BenchError(f"--plot: cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

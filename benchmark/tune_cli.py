@@ -46,8 +46,7 @@ def tune(req: TuneRequest, store_root: str, cache: ArtifactCache, console: Conso
     """Plan every study (refusing bad input first), run those the store lacks, store each as it
     ends; on this machine's embedded Ray cluster, or on the one at ``address``."""
     from benchmark.cluster import trial_places
-    from benchmark.runner import _init_ray
-    from benchmark.scratch import Scratch
+    from benchmark.ray_session import ray_session
 
     planned, nothing = plan_studies(req)
     for label in nothing:
@@ -63,22 +62,15 @@ def tune(req: TuneRequest, store_root: str, cache: ArtifactCache, console: Conso
         else:
             todo.append(p)
     if todo:
-        import ray
-
-        with Scratch() as scratch:
-            started = _init_ray(address, scratch)
-            try:
-                with trial_places(cache, scratch.name, shared_storage, bool(address) or not started) as place:
-                    for p in todo:
-                        space = ", ".join(f"{k} {v.describe()}" for k, v in sorted(p.space.items()))
-                        console.print(escape(f"{p.method.label}: {req.trials} trials over {space}"))
-                        study = run_study(p, req, place, scratch,
-                                          lambda t, label=p.method.label: console.print(escape(trial_line(label, t))))
-                        store.put(study)
-                        studies.append(study)
-            finally:
-                if started:
-                    ray.shutdown()
+        with ray_session(address) as session, \
+                trial_places(cache, session.scratch.name, shared_storage, session.cluster) as place:
+            for p in todo:
+                space = ", ".join(f"{k} {v.describe()}" for k, v in sorted(p.space.items()))
+                console.print(escape(f"{p.method.label}: {req.trials} trials over {space}"))
+                study = run_study(p, req, place, session.scratch,
+                                  lambda t, label=p.method.label: console.print(escape(trial_line(label, t))))
+                store.put(study)
+                studies.append(study)
     if studies:
         console.print(summary_table(studies))
     return studies
@@ -86,18 +78,14 @@ def tune(req: TuneRequest, store_root: str, cache: ArtifactCache, console: Conso
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from benchmark.cli import _cache, _storage
-    from benchmark.runner import check_address, cluster_address
+    from benchmark.ray_session import check_address, cluster_address
     from benchmark.store import default_store_root
     from core.datasets import canonical_dataset
-    from core.spec import parse_named_list, parse_positive_ints
+    from core.spec import parse_named_list, parse_positive_ints, split_top_level
 
-    if args.cpus_per_trial <= 0:
-        raise BenchError("--cpus-per-trial must be positive")
     ipcs = parse_positive_ints(args.ipc, "--ipc")
     if len(ipcs) != 1:
         raise BenchError("--ipc takes one value for a tuning study (the chosen options are used at every IPC)")
-    if args.trials < 1 or args.scorings < 1 or args.seed < 0:
-        raise BenchError("--trials and --scorings must be at least 1, --seed not negative")
     methods = tuple(s.canonical() for s in parse_named_list(args.methods))
     console = Console(soft_wrap=True)
     storage = _storage(args)
@@ -106,8 +94,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if address:
         check_address(address, origin)
     store_root = args.store or str(default_store_root())
+    datasets = [canonical_dataset(d) for d in split_top_level(args.datasets)]
+    if not datasets:
+        raise BenchError("--datasets is empty; give at least one data set, or leave --datasets out for fashion-mnist")
     studies = []
-    for dataset in (canonical_dataset(d.strip()) for d in args.datasets.split(",") if d.strip()):
+    for dataset in datasets:
         req = TuneRequest(methods, dataset, ipcs[0], args.trials, args.arch, args.protocol, args.budget, args.seed,
                           args.scorings, args.cpus_per_trial, args.fresh)
         studies += tune(req, store_root, cache, console, address, storage is not None)

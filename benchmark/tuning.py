@@ -187,7 +187,8 @@ def run_study(planned: PlannedStudy, req: TuneRequest, place: dict[str, Any], sc
     from ray.tune.search.optuna import OptunaSearch
 
     from benchmark.provenance import git_commit
-    from benchmark.runner import check_fits, quiet_tune
+    from benchmark.ray_session import quiet_tune
+    from benchmark.runner import check_fits
     from benchmark.trial import distill_context
 
     quiet_tune()

@@ -109,6 +109,28 @@ class ArtifactCache:
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def building(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Held while one process checks for and builds the artifact of this kind and key: a
+        second process (another `bench run` on the same cache) waits, then finds it built,
+        instead of training the same teacher or backbone again. Reads need no such lock."""
+        if fcntl is None:
+            yield
+            return
+        folder = self.path(kind, key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f".{key}.build", "a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if waiting is not None:
+                    waiting(f"waiting for another process that is building {kind} {key[:12]}")
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
     def meta(self, kind: str, key: str) -> dict | None:
         """The sidecar record (sha256, bytes, created_at, meta), or None if absent or unreadable.
 
@@ -254,9 +276,14 @@ class ArtifactCache:
     def get_or_build(
         self, kind: str, key: str, build: Callable[[], Any], meta: dict | None = None
     ) -> Any:
-        """The cached object, or ``build()`` saved under this key and returned."""
+        """The cached object, or ``build()`` saved under this key and returned (built once when
+        several processes ask at the same time)."""
         obj = self.load(kind, key)
-        if obj is None:
-            obj = build()
-            self.save(kind, key, obj, meta)
+        if obj is not None:
+            return obj
+        with self.building(kind, key):
+            obj = self.load(kind, key)  # built by another process while we waited
+            if obj is None:
+                obj = build()
+                self.save(kind, key, obj, meta)
         return obj

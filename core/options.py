@@ -64,11 +64,20 @@ def normal_text(value: Any) -> str:
     return str(value)
 
 
-def check_not_negative(values: dict[str, Any], what: str) -> None:
-    """Numeric options count steps, sizes, weights, rates and scales: none may be negative."""
+# Numeric options count steps, sizes, weights, rates and scales. None may be negative, and none
+# needs to exceed this: a larger value (a typo, a digit too many) would train for weeks or never
+# fit in memory, and is refused before anything runs.
+MAX_OPTION = 1_000_000
+
+
+def check_in_range(values: dict[str, Any], what: str) -> None:
+    """Every numeric option in [0, MAX_OPTION]."""
     for key, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise BenchError(f"option '{key}' of {what} must not be negative, got {normal_text(value)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value < 0:
+                raise BenchError(f"option '{key}' of {what} must not be negative, got {normal_text(value)}")
+            if value > MAX_OPTION:
+                raise BenchError(f"option '{key}' of {what} must be at most {MAX_OPTION:,}, got {normal_text(value)}")
 
 
 def option_names(options_type: type) -> list[str]:
@@ -87,7 +96,7 @@ def parse_options(owner: str, options_type: type, raw: dict[str, str], kind: str
         valid = ", ".join(sorted(fields)) or "none"
         raise BenchError(f"{kind} '{owner}' has no option '{unknown[0]}' (its options: {valid})")
     values = {k: convert(v, fields[k].type, f"option '{k}' of {kind} '{owner}'") for k, v in raw.items()}
-    check_not_negative(values, f"{kind} '{owner}'")
+    check_in_range(values, f"{kind} '{owner}'")
     try:
         return options_type(**values)
     except ValueError as exc:

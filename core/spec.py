@@ -56,12 +56,15 @@ def parse_named(text: str) -> NamedSpec:
     options: dict[str, str] = {}
     for item in split_top_level(body or ""):
         key, eq, value = item.partition("=")
-        if not eq and key.strip() in FLAGS:
-            options[key.strip()] = ""
+        key = key.strip()
+        if key in options:
+            raise SpecError(f"option '{key}' is given twice in '{text}'; give it once")
+        if not eq and key in FLAGS:
+            options[key] = ""
             continue
-        if not eq or not key.strip():
+        if not eq or not key:
             raise SpecError(f"option '{item}' in '{text}' is not key=value")
-        options[key.strip()] = value.strip()
+        options[key] = value.strip()
     return NamedSpec(name, options)
 
 
@@ -72,12 +75,40 @@ def parse_named_list(text: str) -> list[NamedSpec]:
     return specs
 
 
-def parse_positive_ints(text: str, what: str) -> list[int]:
-    """Parse ``1,10,50`` into positive integers, refusing anything else."""
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes '²' and '٣'
+MAX_COUNT = 1_000_000  # images per class, and the like: far above any data set's class size
+MAX_SEED = 2**32 - 1  # what NumPy's and Python's seeding accept everywhere
+MAX_SEEDS = 1_000  # seeds in one cell
+
+
+def parse_int(text: str, what: str, low: int, high: int) -> int:
+    """One integer of ASCII digits in [low, high] (``what`` names it in the error)."""
+    text = text.strip()
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        raise SpecError(f"{what} must be an integer from {low} to {high:,}, got '{text}'")
+    return int(text)
+
+
+def parse_positive_ints(text: str, what: str, high: int = MAX_COUNT) -> list[int]:
+    """Parse ``1,10,50`` into positive integers (at most ``high``), refusing anything else."""
     values = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) <= 0:
-            raise SpecError(f"{what} must be positive integers separated by commas, got '{text}'")
+        if not _DIGITS.fullmatch(part) or not 0 < int(part) <= high:
+            raise SpecError(f"{what} must be positive integers (at most {high:,}) separated by commas, got '{text}'")
         values.append(int(part))
     return sorted(set(values))
+
+
+def parse_seeds(text: str, what: str = "--seeds") -> tuple[int, ...]:
+    """``3`` means seeds 0, 1, 2; ``0,4,7`` lists seeds explicitly."""
+    text = text.strip()
+    if _DIGITS.fullmatch(text):
+        if not 0 < int(text) <= MAX_SEEDS:
+            raise SpecError(f"{what} N runs seeds 0..N-1 and needs 1 <= N <= {MAX_SEEDS}; to list seeds use commas, "
+                            "e.g. --seeds 0,3")
+        return tuple(range(int(text)))
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(_DIGITS.fullmatch(p) for p in parts):
+        raise SpecError(f"{what} must be a positive number of seeds or a comma list of seeds, got '{text}'")
+    return tuple(sorted({parse_int(p, f"a seed of {what}", 0, MAX_SEED) for p in parts}))

@@ -75,6 +75,15 @@ def test_grid_runs_then_resumes_without_recomputing(bench_env, tmp_path):
     assert saved["images"].shape == (50, 1, 8, 8) and saved["labels"].dtype == torch.long
     assert 0 <= float(saved["images"].min()) and float(saved["images"].max()) <= 1
     assert next((tmp_path / "export").glob("*.png")).stat().st_size > 0
+    # both files are for sharing: the same permissions (the umask's), not safetensors' own 0600
+    modes = {f.suffix: f.stat().st_mode & 0o777 for f in (tmp_path / "export").iterdir()}
+    assert modes[".safetensors"] == modes[".png"] == 0o666 & ~_umask(), modes
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_a_failing_trial_does_not_stop_the_grid(bench_env):

@@ -172,9 +172,12 @@ def _test_dir(root: Path) -> Path | None:
     return None
 
 
+MAX_SIZE = 1024  # Stable Diffusion works at 512 px; a decoded folder of 10 classes at 1024 px is ~30 GB
+
+
 def _check_size(size: int) -> int:
-    if size < 8:
-        raise BenchError(f"size={size} is too small; use an image size of at least 8 (default {DEFAULT_SIZE})")
+    if not 8 <= size <= MAX_SIZE:
+        raise BenchError(f"size={size} is out of range; use an image size from 8 to {MAX_SIZE} (default {DEFAULT_SIZE})")
     return size
 
 

@@ -17,6 +17,7 @@ backbone, hook, data and configuration, and shared by every IPC and seed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -295,15 +296,17 @@ def get_finetuned(dctx: DiffusionContext, data, config: FinetuneConfig, loss_con
     key = content_key({"backbone": dctx.backbone.key, "hook": dctx.hook_id, "data": data.fingerprint(),
                        "config": dataclasses.asdict(config), "loss": loss_config, "version": VERSION})
     keyed = cache is not None and bool(dctx.backbone.key)
-    state = cache.load(KIND, key) if keyed else None
-    if state is None:
-        model, log = finetune(base, latents, labels, dctx.backbone.scheduler_config, config,
-                              dctx.backbone.null_class, make_loss(), progress,
-                              LoopCheckpoint(cache, key) if keyed else None)
-        state = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "log": log}
-        if keyed:
-            cache.save(KIND, key, state, meta={"dataset": data.name, "hook": dctx.hook_id, "loss": loss_config})
-        return model, {**log, "key": key, "cached": False}
+    # one process trains it while any other that wants it waits, then loads it
+    with cache.building(KIND, key, lambda note: progress(note, 0, 1)) if keyed else contextlib.nullcontext():
+        state = cache.load(KIND, key) if keyed else None
+        if state is None:
+            model, log = finetune(base, latents, labels, dctx.backbone.scheduler_config, config,
+                                  dctx.backbone.null_class, make_loss(), progress,
+                                  LoopCheckpoint(cache, key) if keyed else None)
+            state = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "log": log}
+            if keyed:
+                cache.save(KIND, key, state, meta={"dataset": data.name, "hook": dctx.hook_id, "loss": loss_config})
+            return model, {**log, "key": key, "cached": False}
     model = copy.deepcopy(base)
     model.load_state_dict(state["state_dict"])
     return model.eval().requires_grad_(False), {**state["log"], "key": key, "cached": True}

@@ -286,11 +286,16 @@ def denoiser_key(backbone: str, kind: str) -> str:
 
 
 def _cached_part(cache: ArtifactCache | None, kind: str, key: str, train, meta: dict) -> tuple[dict, bool]:
-    state = cache.load(kind, key) if cache is not None else None
+    if cache is None:
+        return train(), False
+    state = cache.load(kind, key)
     if state is not None:
         return state, True
-    state = train()
-    if cache is not None:
+    with cache.building(kind, key):
+        state = cache.load(kind, key)  # another process may have built it meanwhile
+        if state is not None:
+            return state, True
+        state = train()
         cache.save(kind, key, state, meta=meta)
     return state, False
 

@@ -323,10 +323,14 @@ def get_fusion(dctx: DiffusionContext, data: Dataset, options: EVLFOptions | Non
     trained = load_fusion(dctx, data, options, cache)
     if trained is not None:
         return trained
-    keyed = cache is not None and dctx.backbone.key
-    trained = train_fusion(dctx, data, options, progress,
-                           LoopCheckpoint(cache, fusion_key(dctx, data, options)) if keyed else None)
-    if cache is not None and dctx.backbone.key:
-        cache.save(ARTIFACT_KIND, trained.key, trained.to_state(),
-                   meta={"dataset": data.name, "backbone": dctx.backbone.name, **trained.diagnostics.summary()})
+    if cache is None or not dctx.backbone.key:
+        return train_fusion(dctx, data, options, progress, None)
+    key = fusion_key(dctx, data, options)
+    # trained once, however many processes want it at the same time
+    with cache.building(ARTIFACT_KIND, key, lambda note: progress(note, 0, 1)):
+        trained = load_fusion(dctx, data, options, cache)
+        if trained is None:
+            trained = train_fusion(dctx, data, options, progress, LoopCheckpoint(cache, key))
+            cache.save(ARTIFACT_KIND, trained.key, trained.to_state(),
+                       meta={"dataset": data.name, "backbone": dctx.backbone.name, **trained.diagnostics.summary()})
     return trained
