@@ -201,16 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, readonly: bool = False):
+    """The result store of ``--store`` (or the default); ``readonly`` for commands that only report."""
     from benchmark.store import ResultStore, default_store_root
 
-    return ResultStore(args.store or default_store_root())
+    return ResultStore(args.store or default_store_root(), readonly=readonly)
 
 
-def _cache(args: argparse.Namespace):
+def _cache(args: argparse.Namespace, readonly: bool = False):
+    """The artifact cache of ``--cache`` (or the default); ``readonly`` for commands that only look in it."""
     from core.artifacts import ArtifactCache, default_cache_root
 
-    return ArtifactCache(args.cache or default_cache_root())
+    return ArtifactCache(args.cache or default_cache_root(), readonly=readonly)
 
 
 def _listed(value: str | None, flag: str, parse, default: tuple) -> tuple:
@@ -258,7 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from benchmark.plan_cli import show_plan
 
-    return show_plan(_request(args), _store(args), _cache(args), args.cpus_per_trial, args.json)
+    with _store(args, readonly=True) as store:
+        return show_plan(_request(args), store, _cache(args, readonly=True), args.cpus_per_trial, args.json)
 
 
 def _execute(req, args: argparse.Namespace, before_run=None) -> int:
@@ -382,8 +385,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from benchmark.relative import enriched_json
 
-    store = _store(args)
-    rows = store.errors() if args.errors else store.rows()
+    with _store(args, readonly=True) as store:
+        rows = store.errors() if args.errors else store.rows()
     if args.json:
         print(json.dumps(enriched_json(rows), indent=1))
         return 0
@@ -399,19 +402,27 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _studies(root: Path) -> list:
+    from benchmark.studies import StudyStore
+
+    studies = StudyStore(root, readonly=True)
+    try:
+        return studies.all()
+    finally:
+        studies.close()
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import write_leaderboards
 
-    from benchmark.studies import StudyStore
-
-    store = _store(args)
-    rows = store.rows()
+    with _store(args, readonly=True) as store:
+        rows = store.rows()
     if not rows:
         raise BenchError("the result store holds no finished runs yet; run 'bench run' first")
     out = Path(args.out)
     try:
-        paths = write_leaderboards(rows, out, cache=None if args.no_samples else _cache(args),
-                                   studies=StudyStore(store.root).all())
+        paths = write_leaderboards(rows, out, cache=None if args.no_samples else _cache(args, readonly=True),
+                                   studies=_studies(store.root))
     except OSError as exc:
         raise BenchError(f"cannot write leaderboards to {out}: {exc.strerror or exc}") from None
     for p in paths:
@@ -439,7 +450,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from benchmark.show_cli import cmd_show as show
 
-    return show(args, _cache(args))
+    return show(args, _cache(args, readonly=True))
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

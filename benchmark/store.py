@@ -2,6 +2,9 @@
 
 The driver is the only writer and commits every row at once, so an interrupted grid keeps
 everything written so far; reporting commands may read the same file from another process.
+They open it read-only (`connect` with ``readonly``), so that they never create, change or leave
+anything beside it: not the file itself where there is none yet, not SQLite's ``-wal`` and
+``-shm`` companions.
 """
 from __future__ import annotations
 
@@ -48,6 +51,24 @@ CREATE INDEX IF NOT EXISTS results_method ON results (method, status);
 """
 
 
+def connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to the store's file. Read-only: with no file, an empty database in memory;
+    while a writer has the file open (its ``-wal`` exists), SQLite's read-only mode, which shares
+    the writer's companions and creates none; otherwise the file as immutable, which needs no
+    companions at all (a writer that starts meanwhile is not seen by this reader)."""
+    if not readonly:
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    if not path.is_file():
+        return _empty()
+    live = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+
+
+def _empty() -> sqlite3.Connection:
+    return sqlite3.connect(":memory:", check_same_thread=False)
+
+
 def default_store_root() -> Path:
     """``$BENCH_STORE`` if set, else ``./bench-results``."""
     env = os.environ.get("BENCH_STORE")
@@ -57,13 +78,16 @@ def default_store_root() -> Path:
 class ResultStore:
     """Rows of :class:`ResultRow` in ``<root>/bench.sqlite3``."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, readonly: bool = False):
+        """``readonly``: for commands that only report; nothing is written (see `connect`)."""
         self.root = Path(root).expanduser()
         self.path = self.root / DB_NAME
+        self.readonly = readonly
         self._lock = threading.Lock()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            if not readonly:
+                self.root.mkdir(parents=True, exist_ok=True)
+            self._conn = connect(self.path, readonly)
         except (OSError, sqlite3.Error) as exc:
             raise self._unwritable(exc) from None
         try:
@@ -80,6 +104,8 @@ class ResultStore:
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
             return BenchError(f"the result store {self.path} is corrupt ({reason}); restore it from a copy, or move "
                               "it aside to start a new store (its runs would then be done again)")
+        if self.readonly:
+            return BenchError(f"cannot read the result store at {self.path}: {reason}; check --store or BENCH_STORE")
         return BenchError(
             f"cannot write the result store at {self.root}: {reason}; "
             "set BENCH_STORE or --store to a writable directory"
@@ -88,19 +114,28 @@ class ResultStore:
     def _init_schema(self) -> None:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        # WAL lets a reader in another process see committed rows while the driver keeps writing.
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        conn.execute("PRAGMA synchronous = NORMAL")
+        writes = not self.readonly or not self.path.is_file()  # an empty store in memory gets the schema
+        if not self.readonly:
+            # WAL lets a reader in another process see committed rows while the driver keeps writing.
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")
         # Damage anywhere in the file is found now, in one line, not as a traceback in the middle of a grid.
         verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
         if verdict != "ok":
             raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+        if not writes:
+            tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "results" not in tables:  # a file that was never a store: nothing to read in it
+                conn.close()
+                self._conn = conn = _empty()
+                writes = True
         with conn:
-            conn.executescript(_SCHEMA)
+            if writes:
+                conn.executescript(_SCHEMA)
             found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-            if found is None:
+            if found is None and writes:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif found > SCHEMA_VERSION:
+            elif found is not None and found > SCHEMA_VERSION:
                 raise BenchError(
                     f"the result store at {self.path} has schema version {found}, newer than this "
                     f"harness understands ({SCHEMA_VERSION}); upgrade the harness or use another --store"

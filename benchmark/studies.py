@@ -101,14 +101,16 @@ class StudyStore:
     """The ``studies`` table of ``<root>/bench.sqlite3`` (the result store's file); it is created
     by the first study stored, so reading a store never changes it."""
 
-    def __init__(self, root: str | Path):
-        from benchmark.store import BUSY_TIMEOUT_S, DB_NAME
+    def __init__(self, root: str | Path, readonly: bool = False):
+        """``readonly``: for the commands that only read studies; nothing is written beside the file."""
+        from benchmark.store import DB_NAME, connect
 
         self.path = Path(root).expanduser() / DB_NAME
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = connect(self.path, readonly)
         except (OSError, sqlite3.Error) as exc:
             raise BenchError(f"cannot use the tuning studies in {self.path}: {exc}; set --store to a writable "
                              "directory") from None
@@ -151,7 +153,11 @@ def choices_in(root: str | Path):
     """The `benchmark.plan.ChoiceLookup` of the studies in the store at ``root``: a tuned spec
     takes the choice of the latest study of its label on the data set."""
     def lookup(label: str, data) -> TunedChoice | None:
-        study = StudyStore(root).latest(label, data.fingerprint())
+        studies = StudyStore(root, readonly=True)
+        try:
+            study = studies.latest(label, data.fingerprint())
+        finally:
+            studies.close()
         return None if study is None else study.choice()
 
     return lookup

@@ -68,8 +68,13 @@ def _sha256_file(path: Path) -> str:
 class ArtifactCache:
     """Records (dicts of tensors, state dicts and JSON values) and arrays stored by kind and content key."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, readonly: bool = False):
+        """``readonly``: for commands that only look (plan, show, leaderboard): the cache is
+        neither created nor written, and reads take no lock file that is not there already."""
         self.root = Path(root).expanduser()
+        self.readonly = readonly
+        if readonly:
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # mkdir succeeds on an existing read-only directory; only a real write proves we can cache.
@@ -102,7 +107,13 @@ class ArtifactCache:
             yield
             return
         lock_path = self.path(kind, key).parent / f".{key}.lock"
-        with open(lock_path, "a") as f:
+        if self.readonly:
+            if exclusive:
+                raise BenchError(f"the artifact cache at {self.root} was opened read-only; nothing can be saved")
+            if not lock_path.exists():  # never saved by anyone: nothing to guard
+                yield
+                return
+        with open(lock_path, "r" if self.readonly else "a") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
@@ -184,6 +195,9 @@ class ArtifactCache:
             obj, problem = self._try_load(kind, key, suffix, read)
         if problem is None:
             return obj
+        if self.readonly:
+            log.warning("artifact %s is corrupted (%s); left as it is (the cache is open read-only)", data, problem)
+            return None
         with self._locked(kind, key, exclusive=True):
             # Look again alone: a writer may have replaced the pair between the two locks.
             obj, problem = self._try_load(kind, key, suffix, read)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import http.server
+import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -140,3 +142,65 @@ def test_without_a_terminal_progress_is_lines_and_ctrl_c_says_what_was_not_done(
     assert f"interrupted: {12 - done} runs not done" in err, err[-2000:]
     assert 2 <= done < 12
     assert "Traceback" not in err
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` by relative name, with its hash: what a command may not change."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+_REPORTING = (["plan", "--datasets", "fashion-mnist", "--json"], ["results"], ["results", "--json"],
+              ["results", "--errors"], ["leaderboard", "--no-samples"], ["leaderboard"],
+              ["list", "methods"], ["show", "random", "--dataset", "fashion-mnist", "--json"])
+
+
+@pytest.mark.parametrize("writer_open", [False, True], ids=["alone", "beside-a-writer"])
+def test_commands_that_only_report_leave_the_store_and_the_cache_as_they_were(tmp_path, capsys, writer_open):
+    """Item 2: a `bench plan` on the committed store, run while another process had it open, left
+    `-wal` and `-shm` files in the repository. Each reporting command now opens the store (and the
+    cache) read-only: the store's folder keeps exactly its files, byte for byte, and a cache folder
+    that does not exist is not created."""
+    store = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent.parent / "leaderboards" / "store", store)
+    cache = tmp_path / "cache"
+    writer = None
+    if writer_open:  # the situation of the report: a driver (here, a plain WAL writer) holds the file
+        writer = sqlite3.connect(store / "bench.sqlite3")
+        writer.execute("PRAGMA journal_mode = WAL").fetchone()
+        writer.execute("SELECT COUNT(*) FROM results").fetchone()
+    before = _contents(store)
+    try:
+        for command in _REPORTING:
+            flags = ["--store", str(store)] if command[0] in ("plan", "results", "leaderboard") else []
+            flags += ["--cache", str(cache)] if command[0] in ("plan", "leaderboard", "show") else []
+            flags += ["--out", str(tmp_path / "boards")] if command[0] == "leaderboard" else []
+            assert main([*command, *flags]) == 0, command
+            assert _contents(store) == before, command
+            assert not cache.exists(), command
+    finally:
+        if writer is not None:
+            writer.close()
+    out = capsys.readouterr().out
+    assert "dc/quick" in out or "quick" in out  # the reports did read the copied rows
+    assert (tmp_path / "boards" / "index.md").is_file()
+
+
+def test_a_store_on_a_read_only_file_system_is_still_read(tmp_path):
+    """F-10: a store that cannot be written (read-only media, another user's folder) refused even
+    `bench results`, since opening it asked for WAL mode. The copy is bind-mounted read-only onto
+    itself in a private mount namespace (``unshare``), so the refusal comes from the kernel, for
+    root as for anyone."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs unshare and user namespaces for a read-only mount")
+    store = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent.parent / "leaderboards" / "store", store)
+    mount_ro = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", mount_ro, str(store), sys.executable, "-m", "benchmark.cli",
+                           "results", "--json", "--store", str(store)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) > 50 and "ok" in {r["status"] for r in rows}
+    assert sorted(p.name for p in store.iterdir()) == ["bench.sqlite3"]
