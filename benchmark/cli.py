@@ -16,6 +16,7 @@ from core.spec import MAX_SEED, parse_int, parse_named_list, parse_positive_ints
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -299,9 +300,9 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
         console.print(escape(f"{len(summary.elsewhere)} runs left to another bench run on this store that is doing "
                              f"them ({holders}); rerun when it ends to pick up any it did not finish"))
     if summary.not_done:
-        print(f"bench: interrupted: {summary.not_done} runs not done; {summary.ok} done and {len(summary.failed)} failed "
+        print(f"bench: {_stopped_by()}: {summary.not_done} runs not done; {summary.ok} done and {len(summary.failed)} failed "
               f"are in the store ({store.path}): rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped_code()
     if summary.skipped == summary.total:
         console.print(escape(f"all {summary.total} runs were already done (store: {store.path}); use --fresh to rerun"))
     else:
@@ -478,6 +479,18 @@ def absolute_settings() -> None:
             os.environ[name] = str(Path(value).expanduser().resolve())
 
 
+def _stopped_by() -> str:
+    from benchmark.ray_session import terminated
+
+    return "terminated (SIGTERM)" if terminated() else "interrupted"
+
+
+def _stopped_code() -> int:
+    from benchmark.ray_session import terminated
+
+    return EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     absolute_settings()
@@ -488,8 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("bench: interrupted; finished runs are in the store, rerun to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"bench: {_stopped_by()}; finished runs are in the store, rerun to resume", file=sys.stderr)
+        return _stopped_code()
 
 
 if __name__ == "__main__":

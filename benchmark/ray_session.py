@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -112,9 +113,29 @@ def loopback_only() -> None:
 
 
 def quiet_tune() -> None:
-    """Tune prints nothing of its own: the harness shows progress itself."""
+    """Tune prints nothing of its own: the harness shows progress itself; a trial that fails is
+    one line, not Ray's traceback of its own internals (the run's row keeps the trial's error)."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    controller = logging.getLogger(TUNE_CONTROLLER_LOG)
+    if not any(isinstance(f, OneLineFailures) for f in controller.filters):
+        controller.addFilter(OneLineFailures())
+
+
+TUNE_CONTROLLER_LOG = "ray.tune.execution.tune_controller"
+
+
+class OneLineFailures(logging.Filter):
+    """Shortens a record that carries an exception (Tune's "Trial task failed", some 40 lines
+    when a worker is killed) to its message and the exception's first line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            first = (str(exc).strip().splitlines() or [""])[0]
+            record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {first}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def start_timeout() -> float:
@@ -209,15 +230,50 @@ def ray_session(address: str | None) -> Iterator[RaySession]:
         if address:
             check_address(address)
             _join(address)
-            try:
-                yield RaySession(scratch, started=True, address=address)
-            finally:
-                ray.shutdown()
+            with _stop_on_sigterm():
+                try:
+                    yield RaySession(scratch, started=True, address=address)
+                finally:
+                    ray.shutdown()
             return
         loopback_only()
         with _own_token(scratch):
             _start_local(scratch)
-            try:
-                yield RaySession(scratch, started=True, address=None)
-            finally:
-                ray.shutdown()
+            with _stop_on_sigterm():
+                try:
+                    yield RaySession(scratch, started=True, address=None)
+                finally:
+                    ray.shutdown()
+
+
+class Terminated(KeyboardInterrupt):
+    """The driver was sent SIGTERM (a scheduler's stop, `kill`): the grid stops as on Ctrl-C."""
+
+
+_terminated = False
+
+
+def terminated() -> bool:
+    """Whether this process received SIGTERM during a Ray session (its exit code is then 143)."""
+    return _terminated
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Ray's driver answers SIGTERM with a C stack dump and an abort (exit 134), losing the
+    summary of what was done. Our handler, set after Ray's, turns it into Ctrl-C instead: Tune
+    stops its trials, the finished rows are kept, and the command says what was not done."""
+    def on_sigterm(signum: int, frame: object) -> None:
+        global _terminated
+        _terminated = True
+        signal.raise_signal(signal.SIGINT)
+
+    try:
+        before = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: nothing of ours to set
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -119,11 +119,14 @@ def _rows(store: Path) -> int:
             return 0
 
 
-def test_without_a_terminal_progress_is_lines_and_ctrl_c_says_what_was_not_done(bench_env):
-    """Item 3 and F-2: with standard error a pipe, `bench run` printed one line and nothing for
-    minutes; Ctrl-C mid-grid exited 0 saying "4 runs done, 0 failed". Now each finished run is a
-    line (done / total, elapsed, remaining), and SIGINT ends in "interrupted: N runs not done",
-    exit 130, with the finished rows in the store."""
+@pytest.mark.parametrize(("stop", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "terminated (SIGTERM)")], ids=["ctrl-c", "sigterm"])
+def test_without_a_terminal_progress_is_lines_and_a_stop_says_what_was_not_done(bench_env, stop, code, said):
+    """Item 3, F-2 and F-10: with standard error a pipe, `bench run` printed one line and nothing
+    for minutes; Ctrl-C mid-grid exited 0 saying "4 runs done, 0 failed"; SIGTERM ended in Ray's C
+    stack dump, exit 134. Now each finished run is a line (done / total, elapsed, remaining), and
+    either signal ends in "N runs not done" with the shell's code for it (130, 143) and the
+    finished rows in the store."""
     store, _ = bench_env
     grid = [sys.executable, "-m", "benchmark.cli", "run", "--methods", "random", "--datasets", "digits", "--ipc",
             "1,2,3,4,5,6", "--archs", "convnet3", "--seeds", "2", "--budget", "smoke", "--no-references",
@@ -133,15 +136,15 @@ def test_without_a_terminal_progress_is_lines_and_ctrl_c_says_what_was_not_done(
     while _rows(store) < 2 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.2)
     assert run.poll() is None, "the grid ended before it could be interrupted"
-    run.send_signal(signal.SIGINT)
+    run.send_signal(stop)
     out, err = run.communicate(timeout=180)
     done = _rows(store)
-    assert run.returncode == 130, (out, err[-3000:])
+    assert run.returncode == code, (out, err[-3000:])
     assert "bench: 12 runs to do" in err
     assert "runs 1/12 done" in err and "elapsed" in err and " left" in err
-    assert f"interrupted: {12 - done} runs not done" in err, err[-2000:]
+    assert f"{said}: {12 - done} runs not done" in err, err[-2000:]
     assert 2 <= done < 12
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "received at time" not in err
 
 
 def _contents(folder: Path) -> dict[str, str]:
@@ -204,3 +207,27 @@ def test_a_store_on_a_read_only_file_system_is_still_read(tmp_path):
     rows = json.loads(done.stdout)
     assert len(rows) > 50 and "ok" in {r["status"] for r in rows}
     assert sorted(p.name for p in store.iterdir()) == ["bench.sqlite3"]
+
+
+def test_a_failed_trial_is_one_line_not_rays_traceback(capsys):
+    """F-10: a worker killed mid-trial printed Tune's 46-line traceback of Ray internals. The
+    harness's filter on Tune's controller log keeps the message and the error's first line."""
+    import logging
+
+    from benchmark.ray_session import TUNE_CONTROLLER_LOG, quiet_tune
+
+    quiet_tune()
+    log = logging.getLogger(TUNE_CONTROLLER_LOG)
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.extend(logging.Formatter().format(record).splitlines())
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("The actor died unexpectedly before finishing this task.\n\tclass_name: ImplicitFunc")
+        except RuntimeError:
+            log.error("Trial task failed for trial %s", "t_00001", exc_info=True)
+    finally:
+        log.removeHandler(handler)
+    assert lines == ["Trial task failed for trial t_00001: RuntimeError: The actor died unexpectedly before "
+                     "finishing this task."]
