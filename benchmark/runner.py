@@ -185,7 +185,6 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
     jobs = longest_first(group_jobs(pending))
     quiet_tune()
     import ray
-    from ray import tune
 
     gpus = options.gpus_per_trial
     if gpus is None:
