@@ -246,10 +246,6 @@ def ray_session(address: str | None) -> Iterator[RaySession]:
                     ray.shutdown()
 
 
-class Terminated(KeyboardInterrupt):
-    """The driver was sent SIGTERM (a scheduler's stop, `kill`): the grid stops as on Ctrl-C."""
-
-
 _terminated = False
 
 
