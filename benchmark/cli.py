@@ -3,6 +3,7 @@ export distilled sets. Bad input exits with code 2 and one line on stderr."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import BenchError
-from core.spec import MAX_SEED, parse_int, parse_named_list, parse_positive_ints, parse_seeds, split_top_level
+from core.spec import MAX_SEED, parse_int, parse_positive_ints, parse_seeds
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 1
@@ -84,17 +85,22 @@ def _add_paths(p: argparse.ArgumentParser) -> None:
 
 
 def _add_grid(p: argparse.ArgumentParser) -> None:
-    """The arguments that say which grid to run (shared by `run` and `plan`)."""
+    """The arguments that say which grid to run (shared by `run` and `plan`): a grid file, and
+    flags that replace its fields."""
+    p.add_argument("--grid", help="a named grid (`bench list grids`) or a .toml grid file (default: the 'default' "
+                                  "grid); the flags below replace its fields")
     p.add_argument("--methods", help="comma list of method specs, e.g. 'random,herding[teacher_steps=500]'")
     p.add_argument("--datasets", help="comma list of data sets")
     p.add_argument("--ipc", help="comma list of images per class, e.g. 1,10,50")
     p.add_argument("--archs", help="comma list of student architectures")
-    p.add_argument("--protocol", default=None, help="evaluation protocol (default dc)")
-    p.add_argument("--budget", default=None, help="protocol budget: paper, quick or smoke (default quick)")
-    p.add_argument("--seeds", help="number of seeds (N means 0..N-1) or a comma list (default: the budget's)")
+    p.add_argument("--protocol", default=None, help="evaluation protocol")
+    p.add_argument("--budget", default=None, help="protocol budget: paper, quick or smoke")
+    p.add_argument("--seeds", help="number of seeds (N means 0..N-1) or a comma list (default: the grid's, else "
+                                   "the budget's)")
     p.add_argument("--cpus-per-trial", type=CPUS, default=1.0)
-    p.add_argument("--no-references", action="store_true",
-                   help="do not add the random and full reference rows and the plug-in variants' base rows")
+    p.add_argument("--references", action=argparse.BooleanOptionalAction, default=None,
+                   help="add (or, with --no-references, leave out) the random and full reference rows, the plug-in "
+                        "variants' base rows and the decoding ceilings (default: the grid's)")
 
 
 def _add_student_training(p: argparse.ArgumentParser) -> None:
@@ -110,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="EVLF-Bench: a benchmark harness for dataset distillation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a grid (the default grid with no arguments)")
+    run = sub.add_parser("run", help="run a grid (grids/default.toml with no arguments)")
     _add_grid(run)
     run.add_argument("--fresh", action="store_true", help="rerun runs that are already in the store")
     run.add_argument("--address", help="join an existing Ray cluster (host:port, ray://host:port or auto)")
@@ -145,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(pl)
 
     lst = sub.add_parser("list", help="list registered names")
-    lst.add_argument("what", choices=["methods", "variants", "plugins", "grid", "datasets", "archs", "protocols",
-                                      "budgets"], help="grid: the methods `bench run` runs without --methods")
+    lst.add_argument("what", choices=["methods", "variants", "plugins", "grids", "datasets", "archs", "protocols",
+                                      "budgets"], help="grids: the named grid files (`bench run --grid NAME`)")
     lst.add_argument("--json", action="store_true")
 
     res = sub.add_parser("results", help="print the rows of the result store")
@@ -235,22 +241,28 @@ def _named(value: str | None, flag: str, default: str) -> str:
     return value.strip()
 
 
-def _request(args: argparse.Namespace):
-    """The grid a `bench run` (or `bench plan`) command line asks for."""
-    from benchmark.plan import DEFAULT_GRID, GridRequest
-    from core.datasets import canonical_dataset
+# a grid field -> the flag of `bench run` that replaces it
+_GRID_FLAGS = {"methods": "methods", "datasets": "datasets", "ipc": "ipc", "archs": "archs", "protocol": "protocol",
+               "budget": "budget", "seeds": "seeds", "references": "references"}
 
-    d = DEFAULT_GRID
-    return GridRequest(
-        methods=_listed(args.methods, "--methods", lambda v: (s.canonical() for s in parse_named_list(v)), d.methods),
-        datasets=_listed(args.datasets, "--datasets", lambda v: (canonical_dataset(t) for t in split_top_level(v)),
-                         d.datasets),
-        ipcs=_listed(args.ipc, "--ipc", lambda v: parse_positive_ints(v, "--ipc"), d.ipcs),
-        archs=_listed(args.archs, "--archs", lambda v: (s.name for s in parse_named_list(v)), d.archs),
-        protocol=_named(args.protocol, "--protocol", d.protocol),
-        budget=_named(args.budget, "--budget", d.budget),
-        seeds=_seeds(args.seeds) if args.seeds is not None else None,
-        references=not args.no_references,
+
+def _request(args: argparse.Namespace):
+    """The grid a `bench run` (or `bench plan`) command line asks for: the grid file of ``--grid``
+    (the 'default' grid without it), each field the command line gives replaced."""
+    from benchmark.grid.files import load_grid, parse_archs, parse_datasets, parse_ipcs, parse_methods
+
+    given = {key for key, flag in _GRID_FLAGS.items() if getattr(args, flag) is not None}
+    g = load_grid(_named(args.grid, "--grid", "default"), replaced=given).request
+    return dataclasses.replace(
+        g,
+        methods=_listed(args.methods, "--methods", lambda v: parse_methods([v]), g.methods),
+        datasets=_listed(args.datasets, "--datasets", lambda v: parse_datasets([v]), g.datasets),
+        ipcs=_listed(args.ipc, "--ipc", lambda v: parse_ipcs([v]), g.ipcs),
+        archs=_listed(args.archs, "--archs", lambda v: parse_archs([v]), g.archs),
+        protocol=_named(args.protocol, "--protocol", g.protocol),
+        budget=_named(args.budget, "--budget", g.budget),
+        seeds=_seeds(args.seeds) if args.seeds is not None else g.seeds,
+        references=g.references if args.references is None else args.references,
     )
 
 
@@ -278,13 +290,16 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
     from benchmark.runner import RunnerOptions, run_grid
     from core.artifacts import ArtifactCache
 
+    from benchmark.store import default_store_root
+
     storage = _storage(args)
-    store = _store(args)
-    cache = ArtifactCache(storage) if storage else _cache(args)
     address, origin = cluster_address(args.address)
     if address:
         check_address(address, origin)
-    plan = plan_runs(req, choices=choices_in(store.root))
+    # planned before the store or the cache is made: bad input leaves nothing behind
+    plan = plan_runs(req, choices=choices_in(Path(args.store or default_store_root()).expanduser()))
+    store = _store(args)
+    cache = ArtifactCache(storage) if storage else _cache(args)
     if before_run is not None:
         before_run(plan, cache)
     console = Console(soft_wrap=True)
@@ -326,6 +341,7 @@ def _execute(req, args: argparse.Namespace, before_run=None) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Check an external set, put it in the cache under its content key, and score it."""
     from benchmark.external_sets import content_hash, load_external
+    from benchmark.grid.files import parse_archs
     from benchmark.plan import GridRequest
     from benchmark.trial import place_set
     from methods import resolve_method
@@ -341,7 +357,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     spec = f"external[name={name},sha256={content_hash(dset)}]"
     label = resolve_method(spec).label
     req = GridRequest(methods=(spec,), datasets=(args.dataset,), ipcs=(ipc,),
-                      archs=_listed(args.archs, "--archs", lambda v: (s.name for s in parse_named_list(v)), ()),
+                      archs=_listed(args.archs, "--archs", lambda v: parse_archs([v]), ()),
                       protocol=args.protocol, budget=args.budget,
                       seeds=_seeds(args.seeds) if args.seeds is not None else None, references=not args.no_references)
 
@@ -358,8 +374,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     from core.datasets import dataset_names
     from evaluators.archs import ARCHS
     from evaluators.protocols import PROTOCOLS
-    from methods import METHODS, default_methods
+    from methods import METHODS
 
+    if args.what == "grids":
+        from benchmark.grid.files import grid_descriptions
+
+        grids = grid_descriptions()
+        if args.json:
+            print(json.dumps([{"name": name, "description": text} for name, text in grids], indent=2))
+        else:
+            width = max((len(name) for name, _ in grids), default=0)
+            print("\n".join(f"{name:<{width}}  {text}" for name, text in grids))
+        return 0
     if args.what == "budgets":
         items = [{"protocol": p, "budget": b.name, "epochs": b.epochs, "full_steps": b.full_steps,
                   "seeds": b.seeds, "student_width": b.student_width, "description": b.description}
@@ -377,8 +403,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return [f"{m}+{p}" for p in PLUGINS.names() for m in encoder_methods()]
 
     names = {"methods": METHODS.names, "datasets": dataset_names, "archs": ARCHS.names,
-             "protocols": PROTOCOLS.names, "plugins": PLUGINS.names, "variants": variants,
-             "grid": lambda: list(default_methods())}[args.what]()
+             "protocols": PROTOCOLS.names, "plugins": PLUGINS.names, "variants": variants}[args.what]()
     print(json.dumps(names) if args.json else "\n".join(names))
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.datasets import load_dataset
 from core.errors import BenchError
@@ -12,7 +12,7 @@ from core.runs import RunSpec, conditioning_of
 from evaluators.archs import ARCHS, StudentShape, build_student
 from evaluators.protocols import PROTOCOL_VERSION, Budget, Protocol, resolve
 from core.datasets.base import Dataset
-from methods import METHODS, default_methods, resolve_method
+from methods import METHODS, resolve_method
 from methods.registry import MethodSpec, TunedChoice, base_of, ceiling_of, untuned_label
 
 # (the label of a tuned spec, the data set) -> the choice of its latest study, or None
@@ -21,9 +21,10 @@ ChoiceLookup = Callable[[str, Dataset], TunedChoice | None]
 
 @dataclass(frozen=True)
 class GridRequest:
-    """What the user asked for; ``seeds`` None means the budget's default number of seeds."""
+    """What the user asked for (a grid file, `grids/*.toml`, with the flags of the command line over
+    it); ``seeds`` None means the budget's default number of seeds."""
 
-    methods: tuple[str, ...] = field(default_factory=default_methods)
+    methods: tuple[str, ...]
     datasets: tuple[str, ...] = ("fashion-mnist",)
     ipcs: tuple[int, ...] = (1, 10, 50)
     archs: tuple[str, ...] = ("convnet3",)
@@ -33,14 +34,6 @@ class GridRequest:
     # add the `random` and `full` references, each plug-in variant's base row and each generative
     # row's decoding ceiling (`recon` with its backbone and plug-ins)
     references: bool = True
-
-
-DEFAULT_GRID = GridRequest()
-# the tuned page: every generative method and `+evlf` variant with the choice of its study
-# (`bench tune ... --ipc 10 --trials 8`, the README's "Tuned" section), on the default grid's data
-TUNED_GRID = GridRequest(methods=("d4m[tuned]", "dit[tuned]", "dit[adapt_steps=600,tuned]", "mgd3[tuned]",
-                                  "minimax[tuned]", "d4m+evlf[tuned]", "dit+evlf[tuned]", "mgd3+evlf[tuned]",
-                                  "minimax+evlf[tuned]"))
 
 
 def reference_methods() -> list[str]:
@@ -104,6 +97,8 @@ def grid_methods(req: GridRequest, data: Dataset | None = None,
 def plan_runs(req: GridRequest, choices: ChoiceLookup | None = None) -> Plan:
     """Resolve every name and check every size; raise `BenchError` on the first bad input.
     ``choices`` finds the tuned choice of a ``name[tuned]`` spec (the store's studies)."""
+    if not req.methods:
+        raise BenchError("the grid names no method; give --methods or a grid file with 'methods'")
     protocol, budget = resolve(req.protocol, req.budget)
     for arch in req.archs:
         ARCHS.get(arch)

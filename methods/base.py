@@ -67,7 +67,6 @@ class Distiller(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     group: ClassVar[str] = "other"  # one of GROUPS: where the leaderboard ranks it
-    in_default_grid: ClassVar[bool] = True  # part of `bench run` without --methods
     selects_real: ClassVar[bool] = False  # picks real images: IPC is bounded by class sizes
     reference: ClassVar[bool] = False  # independent of IPC (the `full` row)
     needs_encoder: ClassVar[bool] = False  # has an `encode_real` hook a plug-in may replace

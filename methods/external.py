@@ -25,7 +25,6 @@ class ExternalOptions:
 class ExternalSet(Distiller):
     Options = ExternalOptions
     group = "external"
-    in_default_grid = False  # only `bench eval` places such a set
     deterministic = True
 
     def label(self, spec: NamedSpec) -> str:

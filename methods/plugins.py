@@ -80,7 +80,6 @@ class Plugin(ABC):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoPluginOptions
-    in_default_grid: ClassVar[bool] = True  # its variants of every default-grid method run in `bench run`
     needs_text_encoder: ClassVar[bool] = False  # reads class prompts: the backbone must load a text encoder
     tunable: ClassVar[dict[str, Space]] = {}  # options a fair tuning may change, and their ranges
 

@@ -32,7 +32,6 @@ class ReconOptions:
 @register_method(RECON)
 class Reconstruction(DiffusionDistiller):
     group = "baseline"
-    in_default_grid = False  # a reference row: added beside the generative methods of a grid
     selects_real = True
     ceiling = True
     Options = ReconOptions

@@ -21,7 +21,7 @@ from core.options import option_names, parse_options
 from core.registry import Registry
 from core.search_space import Space
 from core.spec import NamedSpec, parse_named
-from methods.base import GROUPS, Distiller
+from methods.base import Distiller
 from methods.plugins import PLUGINS, Plugin
 
 METHODS: Registry[type[Distiller]] = Registry(
@@ -174,20 +174,6 @@ def method_of_run(label: str, method_config: str | dict[str, Any]) -> MethodSpec
     (a trial rebuilds ``name[tuned]`` from the run alone, without the study store)."""
     config = json.loads(method_config) if isinstance(method_config, str) else method_config
     return resolve_method(label, tuned_of(config))
-
-
-def _group_rank(name: str) -> tuple[int, str]:
-    cls = METHODS.get(name)
-    return GROUPS.index(cls.group), name
-
-
-def default_methods() -> tuple[str, ...]:
-    """The default grid: every method that declares itself part of it (references first, then
-    selection, then generative methods), then each such method's variant with every default plug-in."""
-    bases = sorted((n for n in METHODS.names() if METHODS.get(n).in_default_grid), key=_group_rank)
-    variants = [f"{m}+{p}" for p in PLUGINS.names() if PLUGINS.get(p).in_default_grid
-                for m in bases if METHODS.get(m).needs_encoder]
-    return (*bases, *variants)
 
 
 def method_group(label: str) -> str:

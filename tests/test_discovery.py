@@ -1,8 +1,8 @@
 """Adding a method or a plug-in is one file or folder and nothing else: built-ins are found by
 scanning `methods/`, third-party ones through the entry-point group ``evlf_bench.methods``
 (as a distribution installed with pip declares them). The test writes such a distribution
-into a temporary folder and sees its method and plug-in in `bench list`, in the default
-grid, in a real `bench run` (Ray workers find it too) and on the leaderboard."""
+into a temporary folder and sees its method and plug-in in `bench list`, in a grid file
+that names them (and in no other), in a real `bench run` (Ray workers find it too) and on the leaderboard."""
 from __future__ import annotations
 
 import json
@@ -91,15 +91,22 @@ def test_builtin_methods_and_plugins_are_found_by_scanning_the_package():
 
 def test_a_method_and_a_plugin_from_an_installed_distribution_join_every_list(distribution, bench_env, tmp_path):
     lists = {what: json.loads(bench("list", what, "--json", env=distribution).stdout)
-             for what in ("methods", "plugins", "grid")}
+             for what in ("methods", "plugins", "variants")}
     assert "first-images" in lists["methods"] and "same-hook" in lists["plugins"]
-    grid = lists["grid"]
-    assert {"first-images", "d4m+same-hook", "mgd3+same-hook", "d4m+evlf"} <= set(grid)
-    assert "external" not in grid and not any(m.startswith("first-images+") for m in grid)  # no encoder hook
-    assert grid.index("random") < grid.index("first-images") < grid.index("d4m")  # ranked by declared group
+    assert {"d4m+same-hook", "mgd3+same-hook", "d4m+evlf"} <= set(lists["variants"])
+    assert not any(m.startswith(("first-images+", "external+")) for m in lists["variants"])  # no encoder hook
     # without the distribution on the path, none of it is there
-    bare = json.loads(bench("list", "grid", "--json", env={}).stdout)
-    assert "first-images" not in bare and "d4m+same-hook" not in bare
+    bare = json.loads(bench("list", "variants", "--json", env={}).stdout)
+    assert "d4m+same-hook" not in bare
+    # and it joins a grid by one line of a grid file, no grid it is not written into
+    grid = tmp_path / "mine.toml"
+    grid.write_text('description = "mine"\nmethods = ["first-images", "d4m+same-hook"]\ndatasets = ["digits"]\n'
+                    'ipc = [2]\nbudget = "smoke"\nseeds = 1\n')
+    planned = json.loads(bench("plan", "--grid", str(grid), "--json", env=distribution).stdout)
+    methods = {job["job"].split(" · ")[0] for job in planned["jobs"]}
+    assert methods == {"first-images", "d4m+same-hook", "d4m", "random", "full", "recon", "recon+same-hook"}
+    default = json.loads(bench("plan", "--json", env=distribution).stdout)
+    assert not any(job["job"].startswith(("first-images", "d4m+same-hook")) for job in default["jobs"])
 
     out = bench("run", "--methods", "first-images", "--datasets", "digits", "--ipc", "2", "--seeds", "1",
                 "--budget", "smoke", "--no-references", env=distribution)

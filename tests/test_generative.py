@@ -244,8 +244,6 @@ def smoke_setup(tmp_path_factory):
         class SameLatents(Plugin):
             """Replaces the hook by an equal one: a variant that must not change anything."""
 
-            in_default_grid = False
-
             def wrap(self, dctx, data, ctx):
                 return dctx.replace_hook(dctx.encode_real, "same")
 

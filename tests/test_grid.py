@@ -50,45 +50,59 @@ def test_reference_rows_are_added_when_a_grid_needs_them():
     assert {r.method for r in _plan(methods=("herding[teacher_steps=5]",))} == {"herding[teacher_steps=5]"}
 
 
-def test_the_default_grid_holds_every_method_and_variant():
-    from benchmark.plan import DEFAULT_GRID
-    from methods import METHODS
-    from methods.registry import encoder_methods
-
-    built_in = set(METHODS.names()) - {"external", "always-fails", "recon"}
-    assert built_in <= set(DEFAULT_GRID.methods)
-    # the decoding ceilings come as references of the generative rows
-    assert {"recon", "recon+evlf"} <= {r.method for r in plan_runs(DEFAULT_GRID).runs}
-    assert {f"{m}+evlf" for m in encoder_methods() if not METHODS.get(m).ceiling} <= set(DEFAULT_GRID.methods)
-    assert DEFAULT_GRID.ipcs == (1, 10, 50) and DEFAULT_GRID.datasets == ("fashion-mnist",)
-
-
-def test_the_default_grid_plans_exactly_the_runs_of_the_published_store():
-    # The committed store behind leaderboards/ holds the default grid (quick budget) as run by
-    # `make bench`: planning it again must give the same content hashes, or every published
-    # row would silently stop matching the code (and be rerun by the next `make bench`).
-    import pytest
-
+def _published(budget: str = "quick") -> set[tuple]:
+    """(run_hash, method, ipc, seed) of the committed store's finished rows of ``dc/budget``, read
+    without touching the checkout."""
     import sqlite3
     from pathlib import Path
 
-    from benchmark.plan import DEFAULT_GRID
+    import pytest
+
     from core.datasets.fashion_mnist import DEBIAN_DIR, FILES
 
     if not all((DEBIAN_DIR / f"{stem}.gz").is_file() for stem in FILES.values()):
         pytest.skip(f"Fashion-MNIST not installed in {DEBIAN_DIR} (make setup installs it)")
     db = Path(__file__).resolve().parents[1] / "leaderboards" / "store" / "bench.sqlite3"
-    with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as conn:  # leaves the checkout untouched
-        published = set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
-                                     "WHERE status = 'ok' AND protocol = 'dc' AND budget = 'quick'").fetchall())
-    planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(DEFAULT_GRID).runs}
-    # the board may hold other grids' rows too (the tuned methods, `M[tuned]`, and their ceilings);
-    # every row under one of the default grid's labels must be one the default grid plans
+    with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as conn:
+        return set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
+                                "WHERE status = 'ok' AND protocol = 'dc' AND budget = ?", (budget,)).fetchall())
+
+
+def test_the_parity_grids_plan_exactly_the_dc_paper_rows_of_the_published_store():
+    from benchmark.grid.files import load_grid
+
+    planned = {(r.run_hash, r.method, r.ipc, r.seed)
+               for name in ("parity", "parity-full") for r in plan_runs(load_grid(name).request).runs}
+    assert len(planned) == 3 * 5 + 1 and planned == _published("paper")
+
+
+def test_the_published_grid_plans_exactly_the_runs_of_the_published_store():
+    # The committed store behind leaderboards/ holds grids/published.toml (and grids/tuned.toml) as
+    # `make pages` runs them: planning it again must give the same content hashes, or every
+    # published row would silently stop matching the code (and be rerun by the next `make pages`).
+    from benchmark.grid.files import load_grid
+
+    published = _published()
+    planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(load_grid("published").request).runs}
+    # the store holds the tuned grid's rows too (`M[tuned]`, and their ceilings); every row under
+    # one of the published grid's labels must be one the published grid plans
     labels = {m for _, m, _, _ in planned}
     published = {row for row in published if row[1] in labels}
     assert len(published) == 120 and published == planned
-    assert {m for _, m, _, _ in published} >= {"full", "random", "dit[adapt_steps=600]", "dit+evlf", "recon",
-                                               "recon+evlf"}
+    assert {m for _, m, _, _ in published} >= {"full", "random", "herding", "dit[adapt_steps=600]", "dit+evlf",
+                                               "recon", "recon+evlf"}
+
+
+def test_the_default_grid_is_the_design_cards_job_and_a_part_of_the_published_page():
+    from benchmark.grid.files import load_grid
+
+    grid = load_grid("default").request
+    assert grid.methods == ("minimax", "minimax+evlf") and grid.ipcs == (10, 50)
+    runs = plan_runs(grid).runs
+    assert {r.method for r in runs} == {"minimax", "minimax+evlf", "random", "full", "recon", "recon+evlf"}
+    assert len(runs) == 33  # 5 methods x 2 IPCs x 3 seeds, and `full` once per seed
+    # `make bench` measures rows of the committed page: each of them is there under the same hash
+    assert {(r.run_hash, r.method, r.ipc, r.seed) for r in runs} <= _published()
 
 
 def test_a_plugin_variant_brings_its_base_row_with_what_the_replaced_hook_implies():
@@ -115,27 +129,18 @@ def test_trials_start_with_the_longest_so_the_shortest_end_the_grid():
     assert [m for m, ipc in order if ipc == 10] == ["herding[teacher_steps=5]"] * 2 + ["random"] * 2
 
 
-def test_the_tuned_grid_plans_exactly_the_tuned_runs_of_the_published_store(tmp_path):
+def test_the_tuned_grid_plans_exactly_the_tuned_runs_of_the_published_store():
     # The tuned page's rows were run with the choices of the studies committed beside them:
     # planning the tuned grid from those studies must give the same content hashes.
-    import shutil
-    import sqlite3
     from pathlib import Path
 
-    import pytest
-
-    from benchmark.plan import TUNED_GRID
+    from benchmark.grid.files import load_grid
     from benchmark.studies import choices_in
-    from core.datasets.fashion_mnist import DEBIAN_DIR, FILES
 
-    if not all((DEBIAN_DIR / f"{stem}.gz").is_file() for stem in FILES.values()):
-        pytest.skip(f"Fashion-MNIST not installed in {DEBIAN_DIR} (make setup installs it)")
-    committed = Path(__file__).resolve().parents[1] / "leaderboards" / "store" / "bench.sqlite3"
-    shutil.copy(committed, tmp_path / "bench.sqlite3")  # the lookup opens the store: leave the checkout alone
-    planned = {(r.run_hash, r.method, r.ipc, r.seed) for r in plan_runs(TUNED_GRID, choices_in(tmp_path)).runs}
-    with sqlite3.connect(tmp_path / "bench.sqlite3") as conn:
-        published = set(conn.execute("SELECT run_hash, method, ipc, seed FROM results "
-                                     "WHERE status = 'ok' AND protocol = 'dc' AND budget = 'quick'").fetchall())
+    published = _published()
+    committed = Path(__file__).resolve().parents[1] / "leaderboards" / "store"
+    planned = {(r.run_hash, r.method, r.ipc, r.seed)
+               for r in plan_runs(load_grid("tuned").request, choices_in(committed)).runs}
     tuned = {row for row in published if "tuned" in row[1]}
     assert len(tuned) == 9 * 3 * 3 and tuned == {row for row in planned if "tuned" in row[1]}
     # and every reference and ceiling the tuned rows are measured against is published too

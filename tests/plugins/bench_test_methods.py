@@ -11,7 +11,6 @@ from methods.registry import register_method
 
 @register_method("always-fails")
 class AlwaysFails(Distiller):
-    in_default_grid = False
     def distill(self, data, ipc, seed, ctx):
         raise RuntimeError("this method fails on purpose")
 
@@ -25,7 +24,6 @@ class PeekOptions:
 class PeeksAtTest(Distiller):
     """Random real images blended with the mean test image: a method that cheats."""
 
-    in_default_grid = False
     Options = PeekOptions
     tunable = {"blend": Range(0.0, 1.0)}
 
