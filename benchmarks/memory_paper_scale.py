@@ -85,7 +85,7 @@ def run_phase(phase: str, evlf_steps: int, evlf_batch: int) -> dict:
     """One phase in this process; returns its figures."""
     import torch
 
-    from benchmark.memory import PeakMemory, status_gib
+    from benchmark.grid.memory import PeakMemory, status_gib
     from core.artifacts import ArtifactCache, default_cache_root
     from core.datasets import load_dataset
     from methods.base import DistillContext

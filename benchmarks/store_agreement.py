@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmark.stats import summarize
+from benchmark.report.stats import summarize
 
 CELL = ("method", "dataset", "ipc", "arch", "protocol", "budget")
 

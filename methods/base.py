@@ -1,13 +1,12 @@
-"""The `Distiller` interface every method implements, and the context the runner hands it."""
+"""The `Distiller` interface every method implements (the context the runner hands it is
+`methods.distill_context.DistillContext`, imported here too)."""
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import torch
+from typing import Any, ClassVar
 
 from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset
@@ -16,31 +15,12 @@ from core.errors import BenchError
 from core.options import normal_text, parse_options
 from core.search_space import Space
 from core.spec import NamedSpec
-from core.teachers import Teacher, TeacherRecipe, TeacherSource
-
-if TYPE_CHECKING:
-    from methods.plugins import Plugin, PluginReport
+from methods.distill_context import DistillContext
+from methods.plugins import Plugin, PluginReport
 
 # Ranking groups, in leaderboard order: the whole-data reference, the random baseline, methods
 # that select real images, methods that generate them, sets made elsewhere.
 GROUPS = ("reference", "baseline", "selection", "generative", "external", "other")
-
-
-@dataclass
-class DistillContext:
-    """What the runner hands a method: the artifact cache, the device, a status callback, and
-    the source of teachers (the evaluators train and cache them)."""
-
-    cache: ArtifactCache
-    device: torch.device
-    report: Callable[[str], None] = lambda message: None
-    teachers: TeacherSource | None = None
-
-    def teacher(self, data: Dataset, recipe: TeacherRecipe) -> Teacher:
-        """The teacher of ``recipe`` on ``data``: from the cache, or trained now."""
-        if self.teachers is None:
-            raise RuntimeError("this DistillContext was built without a teacher source")
-        return self.teachers(data, recipe)
 
 
 @dataclass(frozen=True)
@@ -122,8 +102,6 @@ class Distiller(ABC):
 
     def plugin_reports(self, data: Dataset, cache: ArtifactCache) -> list[PluginReport]:
         """Each plug-in's status and stored diagnostics (never trains anything)."""
-        from methods.plugins import PluginReport
-
         return [PluginReport(p.name, "no diagnostics") for p in self.plugins]
 
     @abstractmethod

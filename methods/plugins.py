@@ -24,7 +24,7 @@ from core.spec import NamedSpec
 
 if TYPE_CHECKING:
     from core.datasets.base import Dataset
-    from methods.base import DistillContext
+    from methods.distill_context import DistillContext
     from methods.diffusion.context import DiffusionContext
 
 

@@ -6,7 +6,7 @@ Method specs on the command line are ``name`` or ``name[option=value,...]``, and
 need to know of a method (its group, whether it is in the default grid, the base a plug-in
 variant is compared with) they ask here, never by name.
 
-``name[tuned]`` is the method with the options a tuning study chose (`benchmark.studies`): the
+``name[tuned]`` is the method with the options a tuning study chose (`benchmark.store.studies`): the
 row keeps the short name, its config records the study and the chosen options, so the choice
 is in the run hash and a trial rebuilds the method from the config alone.
 """

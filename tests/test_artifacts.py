@@ -319,7 +319,7 @@ def test_an_older_harness_pickled_record_is_ignored_quietly_and_replaced(tmp_pat
 
 
 def test_a_file_from_another_cache_is_installed_only_if_it_arrives_intact(tmp_path):
-    """What one node sends another (`benchmark.cluster`) is verified against the sender's sha256."""
+    """What one node sends another (`benchmark.cluster.artifacts`) is verified against the sender's sha256."""
     sender, receiver = ArtifactCache(tmp_path / "a"), ArtifactCache(tmp_path / "b")
     sender.save("teacher", "k1", {"w": torch.arange(6.0)}, meta={"arch": "convnet3"})
     record = sender.verified("teacher", "k1")

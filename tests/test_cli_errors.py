@@ -117,7 +117,7 @@ def test_ray_address_in_the_environment_is_the_cluster_to_join(bench_env, monkey
 
 
 def test_a_trial_no_node_can_hold_is_refused_before_anything_waits(bench_env, capsys):
-    from benchmark.runner import check_fits
+    from benchmark.grid.runner import check_fits
 
     nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
     check_fits(nodes, 2, 0)
@@ -204,8 +204,8 @@ def test_a_bad_external_set_is_one_line(name, expected, bench_env, tmp_path, cap
 
 
 def test_a_store_damaged_in_the_middle_is_one_line(bench_env, capsys):
-    from benchmark.plan import GridRequest, plan_runs
-    from benchmark.store import ResultStore
+    from benchmark.grid.plan import GridRequest, plan_runs
+    from benchmark.store.results import ResultStore
     from core.rows import ResultRow
 
     store_dir, _ = bench_env

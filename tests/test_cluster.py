@@ -120,7 +120,7 @@ def test_a_grid_runs_on_a_node_without_the_data_or_the_drivers_cache(two_nodes, 
 
     # bench tune on the cluster: the candidates run on the node (the head has no CPU), which gets
     # the data and the backbone from the driver and seals the test split there as well
-    from benchmark.studies import COMPLETE, StudyStore
+    from benchmark.store.studies import COMPLETE, StudyStore
 
     tuned = bench("tune", "--address", address, "--methods", "dit[recipe=smoke]", "--datasets", data, "--ipc", "1",
                   "--trials", "2", "--budget", "smoke", "--scorings", "1", extra_env=auth, timeout=600)

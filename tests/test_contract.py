@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.external_sets import load_external
+from benchmark.sets.external import load_external
 from core.datasets import load_dataset
 from core.distilled import DistilledSet, check_distilled
 from core.errors import BenchError

@@ -50,7 +50,7 @@ class SameHook(Plugin):
 
 LEADERBOARD = '''
 import json, sys
-from benchmark.leaderboard import build_leaderboards, render_markdown
+from benchmark.report.leaderboard import build_leaderboards, render_markdown
 from core.rows import ResultRow
 
 rows = []

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from benchmark.cli import main
-from benchmark.estimate import CostModel, estimate
-from benchmark.plan import GridRequest, plan_runs
-from benchmark.store import ResultStore
+from benchmark.grid.estimate import CostModel, estimate
+from benchmark.grid.plan import GridRequest, plan_runs
+from benchmark.store.results import ResultStore
 from core.artifacts import ArtifactCache
 from core.rows import ResultRow
 from evaluators.protocols import resolve

@@ -67,7 +67,7 @@ def test_a_driver_killed_mid_grid_loses_nothing_and_the_next_run_cleans_what_it_
     import tempfile
     from pathlib import Path
 
-    from benchmark.scratch import _start_time
+    from benchmark.cluster.scratch import _start_time
 
     store, _ = bench_env
     base = Path(tempfile.mkdtemp(prefix="bt", dir="/tmp"))  # short: Ray's socket paths live under it

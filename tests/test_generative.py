@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.plan import GridRequest, plan_runs
+from benchmark.grid.plan import GridRequest, plan_runs
 from core.errors import BenchError
 from methods import resolve_method
 from methods.diffusion.finetune import FinetuneConfig, finetune, trainable_parameters

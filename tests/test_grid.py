@@ -1,7 +1,7 @@
 """Grid expansion: content hashes, one job per distilled set, `full` independent of IPC."""
 import json
 
-from benchmark.plan import GridRequest, plan_runs
+from benchmark.grid.plan import GridRequest, plan_runs
 from core.runs import group_jobs
 
 
@@ -119,7 +119,7 @@ def test_a_plugin_variant_brings_its_base_row_with_what_the_replaced_hook_implie
 
 
 def test_trials_start_with_the_longest_so_the_shortest_end_the_grid():
-    from benchmark.runner import longest_first
+    from benchmark.grid.runner import longest_first
 
     jobs = group_jobs(_plan(methods=("herding[teacher_steps=5]", "random"), ipcs=(1, 10, 5), archs=("convnet3",),
                             references=True))
@@ -135,7 +135,7 @@ def test_the_tuned_grid_plans_exactly_the_tuned_runs_of_the_published_store():
     from pathlib import Path
 
     from benchmark.grid.files import load_grid
-    from benchmark.studies import choices_in
+    from benchmark.store.studies import choices_in
 
     published = _published()
     committed = Path(__file__).resolve().parents[1] / "leaderboards" / "store"

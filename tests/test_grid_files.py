@@ -11,16 +11,16 @@ import pytest
 
 from benchmark.cli import build_parser, main
 from benchmark.grid.files import grid_paths, load_grid
-from benchmark.plan import GridRequest
+from benchmark.grid.plan import GridRequest
 from core.errors import BenchError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def request_of(*argv: str) -> GridRequest:
-    from benchmark.cli import _request
+    from benchmark.cli.args import grid_request
 
-    return _request(build_parser().parse_args(["plan", *argv]))
+    return grid_request(build_parser().parse_args(["plan", *argv]))
 
 
 def write(tmp_path: Path, text: str, name: str = "g.toml") -> str:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmark.leaderboard import (
+from benchmark.report.leaderboard import (
     FULL_LABEL, build_leaderboards, render_markdown, render_rich, write_leaderboards,
 )
-from benchmark.stats import summarize
+from benchmark.report.stats import summarize
 from core.rows import ResultRow
 
 _counter = iter(range(10**6))
@@ -215,7 +215,7 @@ def test_rich_does_not_read_method_specs_as_markup() -> None:
 
 
 def test_pages_link_an_accuracy_plot_that_regenerates_identically(tmp_path) -> None:
-    from benchmark.leaderboard import write_leaderboards
+    from benchmark.report.leaderboard import write_leaderboards
 
     rows = fmnist_rows() + series("random", 1, [40.0], budget="paper")
     written = write_leaderboards(rows, tmp_path)
@@ -229,7 +229,7 @@ def test_pages_link_an_accuracy_plot_that_regenerates_identically(tmp_path) -> N
 
 
 def test_provenance_counts_each_distilled_set_once_and_sums_evaluation() -> None:
-    from benchmark.page_provenance import method_table, provenance_section
+    from benchmark.report.page_provenance import method_table, provenance_section
 
     rows = series("d4m", 10, [68.0, 69.0, 70.0]) + series("herding", 10, [77.0, 78.0])
     for r in rows:
@@ -246,8 +246,8 @@ def test_provenance_counts_each_distilled_set_once_and_sums_evaluation() -> None
 
 
 def test_reported_page_is_labelled_and_its_commands_name_registered_methods(tmp_path) -> None:
-    from benchmark.leaderboard import write_leaderboards
-    from benchmark.reported import IMAGEWOOF, SUBSETS, SUBSET_METHODS, WOOF_METHODS, harness_spec
+    from benchmark.report.leaderboard import write_leaderboards
+    from benchmark.report.reported import IMAGEWOOF, SUBSETS, SUBSET_METHODS, WOOF_METHODS, harness_spec
     from methods import resolve_method
 
     write_leaderboards(fmnist_rows(), tmp_path)
@@ -271,8 +271,8 @@ def test_dit_evlf_is_compared_with_dit_adapted_as_the_variant_is() -> None:
 
 
 def test_best_seen_accuracy_is_on_the_reported_page_labelled_and_never_on_a_measured_one(tmp_path) -> None:
-    from benchmark.leaderboard import write_leaderboards
-    from benchmark.relative import enriched_json
+    from benchmark.report.leaderboard import write_leaderboards
+    from benchmark.report.relative import enriched_json
 
     rows = series("random", 10, [30.0, 32.0], dataset="image/woof:64", protocol="idc", budget="paper")
     for r, best in zip(rows, (35.0, 36.0)):

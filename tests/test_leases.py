@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from benchmark.leases import RunLeases
-from benchmark.store import ResultStore
+from benchmark.store.leases import RunLeases
+from benchmark.store.results import ResultStore
 
 
 def _store(tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from benchmark.trial import distill_context
+from benchmark.grid.trial import distill_context
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.distilled import DistilledSet

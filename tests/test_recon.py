@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.leaderboard import RECON_COLUMN, build_leaderboards
-from benchmark.plan import GridRequest, plan_runs
-from benchmark.relative import relative_scores
-from benchmark.trial import distill_context
+from benchmark.report.leaderboard import RECON_COLUMN, build_leaderboards
+from benchmark.grid.plan import GridRequest, plan_runs
+from benchmark.report.relative import relative_scores
+from benchmark.grid.trial import distill_context
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from methods import resolve_method

@@ -84,7 +84,7 @@ def test_a_local_ray_start_that_times_out_is_retried_then_one_line(monkeypatch):
     start-up timeout is injected; the harness retries it until BENCH_RAY_START_S, then says what to do."""
     import ray
 
-    from benchmark.ray_session import ray_session
+    from benchmark.cluster.ray_session import ray_session
     from core.errors import BenchError
 
     tries = []
@@ -214,7 +214,7 @@ def test_a_failed_trial_is_one_line_not_rays_traceback(capsys):
     harness's filter on Tune's controller log keeps the message and the error's first line."""
     import logging
 
-    from benchmark.ray_session import TUNE_CONTROLLER_LOG, quiet_tune
+    from benchmark.cluster.ray_session import TUNE_CONTROLLER_LOG, quiet_tune
 
     quiet_tune()
     log = logging.getLogger(TUNE_CONTROLLER_LOG)

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmark.scratch import OWNER, PREFIX, Scratch, clean_leftovers
+from benchmark.cluster.scratch import OWNER, PREFIX, Scratch, clean_leftovers
 
 
 def test_only_folders_of_dead_drivers_of_this_user_are_removed(tmp_path):

@@ -6,7 +6,7 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmark.stats import CellStats, summarize, welch_t_test
+from benchmark.report.stats import CellStats, summarize, welch_t_test
 
 
 def t_pdf(x: float, df: float) -> float:

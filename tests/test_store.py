@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.store import ResultStore, default_store_root
+from benchmark.store.results import ResultStore, default_store_root
 from core.errors import BenchError
 from core.rows import ResultRow
 
@@ -93,7 +93,7 @@ def test_rows_visible_to_another_process_while_open(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     store.put(make_row("a"))
     code = (
-        "import sys; from benchmark.store import ResultStore;"
+        "import sys; from benchmark.store.results import ResultStore;"
         "s = ResultStore(sys.argv[1]); print(sorted(s.done_hashes())); s.close()"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from benchmark.cluster import TrialPlace
-from benchmark.plan import GridRequest, plan_runs
-from benchmark.trial import execute_job, execute_unit
+from benchmark.cluster.artifacts import TrialPlace
+from benchmark.grid.plan import GridRequest, plan_runs
+from benchmark.grid.trial import execute_job, execute_unit
 from core.runs import TrialUnit, group_jobs
 
 

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from benchmark.plan import GridRequest, plan_runs
-from benchmark.studies import COMPLETE, FAILED, STOPPED, Study, StudyStore, TrialRecord
-from benchmark.tuning import TuneRequest, default_point, plan_studies
+from benchmark.grid.plan import GridRequest, plan_runs
+from benchmark.store.studies import COMPLETE, FAILED, STOPPED, Study, StudyStore, TrialRecord
+from benchmark.tuning.search import TuneRequest, default_point, plan_studies
 from core.datasets import load_dataset
 from core.datasets.base import with_sealed_test
 from core.errors import BenchError, SealedSplitError
@@ -89,7 +89,7 @@ def test_tuned_specs_record_the_choice_and_rebuild_from_the_run_alone():
 
 
 def test_a_tuned_row_is_measured_against_the_ceiling_of_the_hook_its_tuning_chose():
-    from benchmark.relative import relative_scores
+    from benchmark.report.relative import relative_scores
     from core.rows import ResultRow
 
     chosen = {"d4m+evlf[recipe=smoke]": {"strength": "0.5", "lambda1": "0.05"}, "d4m[recipe=smoke]": {"strength": "0.6"}}

@@ -1,1 +1,2 @@
-"""Grids: what a `bench run` runs, written as data in `grids/*.toml` and read here."""
+"""Grids: a grid file (`files`) becomes validated run specs (`plan`), estimated (`estimate`,
+`memory`) and run as Ray trials (`runner`, `trial`, `progress`)."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.plan import GridRequest
+from benchmark.grid.plan import GridRequest
 from core.errors import BenchError
 from core.spec import MAX_SEED, parse_int, parse_named_list, parse_positive_ints, parse_seeds, split_top_level
 

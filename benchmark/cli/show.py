@@ -7,14 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.artifacts import ArtifactCache
-from core.datasets import load_dataset
+from benchmark.cli import args as flags
 from core.errors import BenchError
-from methods import resolve_method
+
+if TYPE_CHECKING:
+    from core.artifacts import ArtifactCache
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -31,6 +34,9 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 
 def show(method: str, dataset: str, cache: ArtifactCache) -> dict[str, Any]:
+    from core.datasets import load_dataset
+    from methods import resolve_method
+
     spec = resolve_method(method)
     data = load_dataset(dataset)
     return {"method": spec.label, "dataset": data.name, "config": spec.distiller.config(),
@@ -64,8 +70,17 @@ def _print(report: dict[str, Any], console: Console) -> None:
         console.print(lines)
 
 
-def cmd_show(args, cache: ArtifactCache) -> int:
-    report = show(args.method, args.dataset, cache)
+def add_parser(sub) -> None:
+    p = sub.add_parser("show", help="a method spec resolved (options, presets) and its plug-ins' diagnostics")
+    p.add_argument("method", help="a method spec, e.g. 'd4m+evlf'")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write the plug-ins' loss curves to this PNG")
+    flags.add_paths(p, store=False)
+
+
+def execute(args) -> int:
+    report = show(args.method, args.dataset, flags.open_cache(args, readonly=True))
     if args.plot:  # first: a plot that cannot be made is the whole answer
         write_curves(report, Path(args.plot))
     if args.json:

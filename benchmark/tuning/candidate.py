@@ -39,7 +39,7 @@ class Candidate:
     scorings: int
     final_step: int  # the student's last step: its scoring is the candidate's result
     fingerprint: str  # of the data set the driver planned with; every trial checks its own copy
-    place: dict[str, Any]  # where trials find the cache and the data (`benchmark.cluster.trial_places`)
+    place: dict[str, Any]  # where trials find the cache and the data (`benchmark.cluster.artifacts.trial_places`)
     threads: int = 1
 
     def method(self, options: dict[str, str]) -> MethodSpec:
@@ -59,8 +59,8 @@ def score_candidate(candidate: Candidate, options: dict[str, str], device: torch
                     on_score: Callable[[int, float], None]) -> float:
     """The candidate's validation score (see `evaluators.evaluate.score_on_validation`), on
     whatever node of the cluster it runs: the cache and the data as `TrialPlace` provides them."""
-    from benchmark.cluster import TrialPlace
-    from benchmark.trial import distill_context
+    from benchmark.cluster.artifacts import TrialPlace
+    from benchmark.grid.trial import distill_context
 
     place = TrialPlace.from_config(candidate.place)
     cache = place.cache()

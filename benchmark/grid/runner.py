@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from benchmark.cluster import trial_places
-from benchmark.leases import RunLeases
-from benchmark.progress import GridProgress, PlainProgress, grid_progress
-from benchmark.provenance import git_commit, versions
-from benchmark.ray_session import RaySession, quiet_tune, ray_session
-from benchmark.store import ResultStore
-from benchmark.trial import distill_context, job_distiller
+from benchmark.cluster.artifacts import trial_places
+from benchmark.store.leases import RunLeases
+from benchmark.grid.progress import GridProgress, PlainProgress, grid_progress
+from benchmark.store.provenance import git_commit, versions
+from benchmark.cluster.ray_session import RaySession, quiet_tune, ray_session
+from benchmark.store.results import ResultStore
+from benchmark.grid.trial import distill_context, job_distiller
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
@@ -239,6 +239,6 @@ def check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:
 
 
 def _trainable():
-    from benchmark.trial import tune_trainable
+    from benchmark.grid.trial import tune_trainable
 
     return tune_trainable

@@ -1,6 +1,6 @@
 """The one way the harness starts or joins Ray (`bench run`, `bench eval`, `bench tune`).
 
-``with ray_session(address) as session``: a private scratch folder (`benchmark.scratch`), an
+``with ray_session(address) as session``: a private scratch folder (`benchmark.cluster.scratch`), an
 embedded cluster on loopback with its own authentication token in that folder (never the
 world-readable ``~/.ray/auth_token``), or a cluster joined at ``address`` after a check that a
 Ray server answers there; shut down at the end. Every failure to start or reach Ray is one line
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.scratch import RAY_DIR, TOKEN, Scratch
+from benchmark.cluster.scratch import RAY_DIR, TOKEN, Scratch
 from core.errors import BenchError
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray process on 127.0.0.1
@@ -177,7 +177,7 @@ QUIET = {"include_dashboard": False, "log_to_driver": False, "logging_level": lo
 def _join(address: str) -> None:
     import ray
 
-    from benchmark.cluster import worker_env
+    from benchmark.cluster.artifacts import worker_env
 
     if _split(address)[0] in ("localhost", "127.0.0.1", "::1"):
         # A cluster on loopback: this driver must join it as 127.0.0.1 too. Ray would otherwise

@@ -15,14 +15,14 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
-from benchmark.page_provenance import provenance_section
-from benchmark.plots import write_accuracy_plot
-from benchmark.relative import FULL, RANDOM, relative_scores
-from benchmark.reported import render_reported
-from benchmark.sample_grids import MAX_IPC, file_name, write_sample_grids
-from benchmark.stats import CellStats, summarize, welch_t_test
-from benchmark.studies import Study
-from benchmark.tuning_page import PAGE, write_tuning_page
+from benchmark.report.page_provenance import provenance_section
+from benchmark.report.plots import write_accuracy_plot
+from benchmark.report.relative import FULL, RANDOM, relative_scores
+from benchmark.report.reported import render_reported
+from benchmark.report.sample_grids import MAX_IPC, file_name, write_sample_grids
+from benchmark.report.stats import CellStats, summarize, welch_t_test
+from benchmark.store.studies import Study
+from benchmark.report.tuning_page import PAGE, write_tuning_page
 from core.artifacts import ArtifactCache
 from core.rows import ResultRow
 from methods.base import GROUPS

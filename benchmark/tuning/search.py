@@ -5,8 +5,8 @@ For each method spec, one Ray Tune experiment searches the method's declared spa
 own defaults when they lie in the space), ``trials`` candidates, and ASHA stopping candidates
 whose validation accuracy trails at a scoring. Every candidate distils at the study's IPC and
 trains the study's student under its protocol and budget, scored on the validation split only
-(the test split is sealed, see `benchmark.tune_trial`). The study, with every trial's history,
-goes to the store (`benchmark.studies`); ``name[tuned]`` then runs the chosen options.
+(the test split is sealed, see `benchmark.tuning.candidate`). The study, with every trial's history,
+goes to the store (`benchmark.store.studies`); ``name[tuned]`` then runs the chosen options.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from benchmark.plan import protocol_config_of
-from benchmark.studies import COMPLETE, FAILED, STOPPED, Study, TrialRecord
-from benchmark.tune_trial import Candidate, sealed_dataset, tuning_trainable
+from benchmark.grid.plan import protocol_config_of
+from benchmark.store.studies import COMPLETE, FAILED, STOPPED, Study, TrialRecord
+from benchmark.tuning.candidate import Candidate, sealed_dataset, tuning_trainable
 from core.artifacts import ArtifactCache, content_key
 from core.datasets import load_dataset
 from core.errors import BenchError
@@ -178,7 +178,7 @@ def final_step(req: TuneRequest, num_classes: int) -> int:
 
 def run_study(planned: PlannedStudy, req: TuneRequest, place: dict[str, Any], scratch: Any,
               on_trial: Callable[[TrialRecord], None]) -> Study:
-    """One Ray Tune experiment (Ray is running; ``place``: `benchmark.cluster.trial_places`);
+    """One Ray Tune experiment (Ray is running; ``place``: `benchmark.cluster.artifacts.trial_places`);
     returns the study, not yet stored."""
     import optuna
     import ray
@@ -186,10 +186,10 @@ def run_study(planned: PlannedStudy, req: TuneRequest, place: dict[str, Any], sc
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from benchmark.provenance import git_commit
-    from benchmark.ray_session import quiet_tune
-    from benchmark.runner import check_fits
-    from benchmark.trial import distill_context
+    from benchmark.store.provenance import git_commit
+    from benchmark.cluster.ray_session import quiet_tune
+    from benchmark.grid.runner import check_fits
+    from benchmark.grid.trial import distill_context
 
     quiet_tune()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

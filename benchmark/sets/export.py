@@ -10,8 +10,8 @@ import json
 import torch
 from safetensors.torch import save
 
-from benchmark.sample_grids import save_class_grid
-from benchmark.trial import distill_job
+from benchmark.report.sample_grids import save_class_grid
+from benchmark.grid.trial import distill_job
 from core.artifacts import ArtifactCache, json_default
 from core.datasets import load_dataset
 from core.errors import BenchError

@@ -6,14 +6,17 @@ import json
 import time
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.artifacts import ArtifactCache
-from core.datasets import load_dataset
+from benchmark.cli import args as flags
+
+if TYPE_CHECKING:
+    from core.artifacts import ArtifactCache
 
 
 class PhaseProgress:
@@ -72,8 +75,11 @@ def _table(report: dict[str, Any]) -> Table:
 
 def run_pretrain(dataset: str, recipe: str, cache: ArtifactCache, as_json: bool) -> int:
     """Train or load the backbone, build or load its report, write the files, print."""
+    import torch
+
+    from core.datasets import load_dataset
     from methods.diffusion.backbone import get_backbone
-    from benchmark.backbone_report import get_report, report_dir, write_report_files
+    from benchmark.report.backbone_report import get_report, report_dir, write_report_files
     from methods.diffusion.small import RECIPES, validate
 
     started = time.perf_counter()
@@ -99,3 +105,15 @@ def run_pretrain(dataset: str, recipe: str, cache: ArtifactCache, as_json: bool)
     for label, path in paths.items():
         console.print(escape(f"{label}: {path}"))
     return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="train (or load) the small diffusion backbone of a data set and report on it")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--recipe", default="small", help="backbone recipe: small (default) or smoke (seconds, for tests)")
+    p.add_argument("--json", action="store_true")
+    flags.add_paths(p, store=False)
+
+
+def execute(args) -> int:
+    return run_pretrain(args.dataset, args.recipe, flags.open_cache(args), args.json)

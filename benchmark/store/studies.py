@@ -103,7 +103,7 @@ class StudyStore:
 
     def __init__(self, root: str | Path, readonly: bool = False):
         """``readonly``: for the commands that only read studies; nothing is written beside the file."""
-        from benchmark.store import DB_NAME, connect
+        from benchmark.store.results import DB_NAME, connect
 
         self.path = Path(root).expanduser() / DB_NAME
         self._lock = threading.Lock()
@@ -150,7 +150,7 @@ class StudyStore:
 
 
 def choices_in(root: str | Path):
-    """The `benchmark.plan.ChoiceLookup` of the studies in the store at ``root``: a tuned spec
+    """The `benchmark.grid.plan.ChoiceLookup` of the studies in the store at ``root``: a tuned spec
     takes the choice of the latest study of its label on the data set."""
     def lookup(label: str, data) -> TunedChoice | None:
         studies = StudyStore(root, readonly=True)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
-import torch
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from benchmark.cli import args as flags
 
-from benchmark.estimate import JobEstimate, estimate
-from benchmark.plan import GridRequest, plan_runs
-from benchmark.studies import choices_in
-from benchmark.store import ResultStore
-from core.artifacts import ArtifactCache
+if TYPE_CHECKING:
+    from benchmark.grid.estimate import JobEstimate
+    from benchmark.grid.plan import GridRequest
+    from benchmark.store.results import ResultStore
+    from core.artifacts import ArtifactCache
 
 
 def _seconds(value: float | None) -> str:
@@ -46,6 +44,15 @@ def summary(jobs: list[JobEstimate], cpus_per_trial: float, device: str) -> dict
 
 
 def show_plan(req: GridRequest, store: ResultStore, cache: ArtifactCache, cpus_per_trial: float, as_json: bool) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from benchmark.grid.estimate import estimate
+    from benchmark.grid.plan import plan_runs
+    from benchmark.store.studies import choices_in
+
     runs = plan_runs(req, choices=choices_in(store.root)).runs
     device = "cuda" if torch.cuda.is_available() else "cpu"
     jobs = estimate(runs, store.done_hashes(), store.rows(), cache, device)
@@ -75,3 +82,17 @@ def show_plan(req: GridRequest, store: ResultStore, cache: ArtifactCache, cpus_p
            if totals["unknown_jobs"] else "")
         + ". Building shared models (backbones, fine-tuning, EVLF, teachers) is not counted."))
     return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plan", help="what `bench run` with the same arguments would do and cost; runs nothing")
+    flags.add_grid(p)
+    p.add_argument("--cpus-per-trial", type=flags.CPUS, default=1.0)
+    p.add_argument("--json", action="store_true")
+    flags.add_paths(p)
+
+
+def execute(args) -> int:
+    with flags.open_store(args, readonly=True) as store:
+        return show_plan(flags.grid_request(args), store, flags.open_cache(args, readonly=True), args.cpus_per_trial,
+                         args.json)

@@ -13,7 +13,7 @@ PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "timm", "ray", 
 @functools.cache
 def git_commit() -> str:
     """The commit of the harness's checkout, with ``-dirty`` when it has local changes."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10).stdout.strip()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from benchmark.sample_grids import file_name
-from benchmark.studies import COMPLETE, FAILED, Study
+from benchmark.report.sample_grids import file_name
+from benchmark.store.studies import COMPLETE, FAILED, Study
 
 PAGE = "tuning.md"
 

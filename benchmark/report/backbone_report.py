@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmark.sample_grids import class_rows, save_class_grid
+from benchmark.report.sample_grids import class_rows, save_class_grid
 from core.artifacts import ArtifactCache, content_key
 from core.datasets.base import normalise
 from core.files import write_atomic

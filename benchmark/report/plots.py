@@ -7,7 +7,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from benchmark.stats import summarize
+from benchmark.report.stats import summarize
 from core.rows import ResultRow
 
 REFERENCE = "full"

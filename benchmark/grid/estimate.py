@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.memory import peak_key
+from benchmark.grid.memory import peak_key
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.rows import ResultRow
@@ -145,7 +145,7 @@ def _medians(measured: list[tuple[int, float]]) -> tuple[list[int], list[float]]
 def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: ArtifactCache,
              device: str) -> list[JobEstimate]:
     """Every job of the plan with what is done and the estimated seconds of what is not."""
-    from benchmark.trial import DISTILLED, job_distiller, set_key
+    from benchmark.grid.trial import DISTILLED, job_distiller, set_key
 
     model = CostModel.from_rows(rows)
     out = []

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from benchmark.cluster import TrialPlace, describe_node
-from benchmark.memory import PeakMemory
+from benchmark.cluster.artifacts import TrialPlace, describe_node
+from benchmark.grid.memory import PeakMemory
 from core.artifacts import ArtifactCache
 from core.datasets import Dataset, load_dataset
 from core.distilled import DistilledSet

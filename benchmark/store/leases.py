@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.store import BUSY_TIMEOUT_S
+from benchmark.store.results import BUSY_TIMEOUT_S
 
 LEASE_TTL_S = 60.0
 HEARTBEAT_S = 10.0
