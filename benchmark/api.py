@@ -2,6 +2,7 @@
 The `bench` command prints what these return; `benchmarks/*.py` call them directly.
 
     from benchmark import api
+    print(api.estimate("default").totals)             # what `bench plan` prints, as data
     outcome = api.run("default")                      # a named grid, a .toml path or a GridRequest
     for row in outcome.rows:
         print(row.method, row.ipc, row.test_acc)
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.grid.estimate import JobEstimate
 from benchmark.grid.plan import GridRequest, Plan, plan_runs
 from benchmark.grid.runner import RunnerOptions, RunSummary, run_grid
 from benchmark.store.results import ResultStore, default_store_root
@@ -72,6 +74,37 @@ def plan(grid: GridRequest | str, where: Where = Where()) -> Plan:
     """The runs of ``grid``, every name and size checked (`BenchError` on the first bad input);
     ``name[tuned]`` specs take the choices of the studies in the store."""
     return plan_runs(grid_of(grid), choices=choices_in(where.store_root()))
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """What `bench plan` prints: every job with what is done and its estimated seconds, the totals
+    (`benchmark.grid.estimate.plan_totals`) and the device kind the estimate is for."""
+
+    jobs: list[JobEstimate]
+    totals: dict
+    device: str
+
+
+def estimate(grid: GridRequest | str, where: Where = Where(), cpus_per_trial: float = 1.0, *,
+             store: ResultStore | None = None, cache: ArtifactCache | None = None) -> PlanEstimate:
+    """The plan of ``grid`` against the store and the cache, read-only: nothing is run or written."""
+    import torch
+
+    from benchmark.grid.estimate import estimate as estimate_jobs, plan_totals
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    runs = plan(grid, where).runs
+    own = store is None
+    store = ResultStore(where.store_root(), readonly=True) if own else store
+    try:
+        cache = cache if cache is not None else ArtifactCache(where.storage or where.cache or default_cache_root(),
+                                                              readonly=True)
+        jobs = estimate_jobs(runs, store.done_hashes(), store.rows(), cache, device)
+        return PlanEstimate(jobs, plan_totals(jobs, cpus_per_trial, device), device)
+    finally:
+        if own:
+            store.close()
 
 
 def run(grid: GridRequest | str, where: Where = Where(), *, cpus_per_trial: float = 1.0,

@@ -3,7 +3,6 @@ cache already hold, and the estimated compute, without starting Ray or training 
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
 from benchmark.cli import args as flags
@@ -27,36 +26,15 @@ def _peak(job: JobEstimate) -> str:
     return "unknown" if job.peak_gib is None else f"{job.peak_gib:.1f} GiB"
 
 
-def summary(jobs: list[JobEstimate], cpus_per_trial: float, device: str) -> dict:
-    """Totals of a plan: runs, what is done, estimated seconds of what is left and its wall time."""
-    runs = sum(len(j.job.runs) for j in jobs)
-    done = sum(j.runs_done for j in jobs)
-    left = [j for j in jobs if j.runs_done < len(j.job.runs)]
-    known = [j.seconds for j in left if j.seconds is not None]
-    parallel = max(1, int((os.cpu_count() or 1) // cpus_per_trial)) if device == "cpu" else 1
-    total = sum(known)
-    peaks = [j.peak_gib for j in left if j.peak_gib is not None]
-    return {"runs": runs, "in_store": done, "to_run": runs - done, "jobs_to_run": len(left),
-            "peak_gib": round(max(peaks), 2) if peaks else None,
-            "sets_cached": sum(j.set_cached for j in jobs), "estimated_s": round(total, 1),
-            "unknown_jobs": len(left) - len(known), "device": device, "trials_at_once": parallel,
-            "estimated_wall_s": round(total / parallel, 1)}
-
-
 def show_plan(req: GridRequest, store: ResultStore, cache: ArtifactCache, cpus_per_trial: float, as_json: bool) -> int:
-    import torch
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from benchmark.grid.estimate import estimate
-    from benchmark.grid.plan import plan_runs
-    from benchmark.store.studies import choices_in
+    from benchmark import api
 
-    runs = plan_runs(req, choices=choices_in(store.root)).runs
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    jobs = estimate(runs, store.done_hashes(), store.rows(), cache, device)
-    totals = summary(jobs, cpus_per_trial, device)
+    planned = api.estimate(req, api.Where(store=store.root), cpus_per_trial, store=store, cache=cache)
+    jobs, totals, device = planned.jobs, planned.totals, planned.device
     if as_json:
         print(json.dumps({"jobs": [{"job": j.job.label(), "runs": len(j.job.runs), "in_store": j.runs_done,
                                     "set_cached": j.set_cached, "distill_s": j.distill_s, "train_s": j.train_s,

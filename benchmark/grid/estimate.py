@@ -16,6 +16,7 @@ the median). A cell with no measurement to start from is reported as unknown, ne
 """
 from __future__ import annotations
 
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -164,3 +165,19 @@ def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: 
         peak = None if not peaks or any(p is None for p in peaks) else max(p for p in peaks if p is not None)
         out.append(JobEstimate(job, len(job.runs) - len(todo), cached, distill, train, peak))
     return out
+
+
+def plan_totals(jobs: list[JobEstimate], cpus_per_trial: float, device: str) -> dict:
+    """Totals of a plan: runs, what is done, estimated seconds of what is left and its wall time."""
+    runs = sum(len(j.job.runs) for j in jobs)
+    done = sum(j.runs_done for j in jobs)
+    left = [j for j in jobs if j.runs_done < len(j.job.runs)]
+    known = [j.seconds for j in left if j.seconds is not None]
+    parallel = max(1, int((os.cpu_count() or 1) // cpus_per_trial)) if device == "cpu" else 1
+    total = sum(known)
+    peaks = [j.peak_gib for j in left if j.peak_gib is not None]
+    return {"runs": runs, "in_store": done, "to_run": runs - done, "jobs_to_run": len(left),
+            "peak_gib": round(max(peaks), 2) if peaks else None,
+            "sets_cached": sum(j.set_cached for j in jobs), "estimated_s": round(total, 1),
+            "unknown_jobs": len(left) - len(known), "device": device, "trials_at_once": parallel,
+            "estimated_wall_s": round(total / parallel, 1)}
