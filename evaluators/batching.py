@@ -9,15 +9,15 @@ device measures each kind once. Every row records the choice (`BatchingChoice.me
 """
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 
-from core.artifacts import ArtifactCache, content_key
+from core.artifacts import ArtifactCache
 from evaluators.archs import StudentShape, build_student
+from evaluators.measured import ALWAYS, AUTO, POLICIES, device_name, measured_once, synchronize
 
 # The architectures whose stacked students equal separate ones within float tolerance
 # (tests/test_batched_students.py). timm's ResNet-18 is not among them: on some batches its
@@ -26,8 +26,7 @@ from evaluators.archs import StudentShape, build_student
 # its students always train one by one.
 BATCHABLE_ARCHS = frozenset({"convnet3", "convnet3-w32", "convnet6", "resnetap10"})
 BATCHED, SEPARATE = "batched", "separate"
-AUTO, ALWAYS, NEVER = "auto", "always", "never"  # a user's stacking policy
-STACKING = (AUTO, ALWAYS, NEVER)
+STACKING = POLICIES  # a user's stacking policy (`--stack-students`)
 MEASURED_STEPS = 5
 KIND = "student-batching"
 
@@ -45,19 +44,6 @@ class BatchingChoice:
 
     def metrics(self) -> dict:
         return {f"student_batching_{k}" if k != "mode" else "student_batching": v for k, v in asdict(self).items()}
-
-
-def device_name(device: torch.device) -> str:
-    """The device as its measurements are keyed: the GPU model, or the CPU and its thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return " ".join(part for part in ("cpu", platform.machine(), platform.processor(),
-                                      f"x{torch.get_num_threads()} threads") if part)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(arch: str, shape: StudentShape, width: int | None, batch_size: int, students: int,
@@ -114,16 +100,11 @@ def choose(arch: str, shape: StudentShape, width: int | None, batch_size: int, s
                               f"--stack-students {policy}")
     config = {"device": name, "torch": torch.__version__, "arch": arch, "shape": asdict(shape), "width": width,
               "batch_size": batch_size, "students": students, "steps": MEASURED_STEPS}
-    key = content_key(config)
-    record = cache.load(KIND, key) if cache is not None else None
-    if record is None:
-        try:
-            separate_ms, batched_ms = measure(arch, shape, width, batch_size, students, device)
-        except RuntimeError as exc:  # out of device memory, above all: the students train one by one
-            return BatchingChoice(SEPARATE, students, name, f"stacking failed here: {str(exc).splitlines()[0]}")
-        record = {"separate_ms": separate_ms, "batched_ms": batched_ms}
-        if cache is not None:
-            cache.save(KIND, key, record, meta=config)
+    try:
+        record = measured_once(KIND, config, cache, lambda: dict(zip(
+            ("separate_ms", "batched_ms"), measure(arch, shape, width, batch_size, students, device))))
+    except RuntimeError as exc:  # out of device memory, above all: the students train one by one
+        return BatchingChoice(SEPARATE, students, name, f"stacking failed here: {str(exc).splitlines()[0]}")
     separate_ms, batched_ms = float(record["separate_ms"]), float(record["batched_ms"])
     faster = BATCHED if batched_ms < separate_ms else SEPARATE
     reason = f"measured on this device: {batched_ms:.1f} ms stacked, {separate_ms:.1f} ms one by one per step"

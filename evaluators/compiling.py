@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from core.artifacts import ArtifactCache, content_key
+from core.artifacts import ArtifactCache
 from evaluators.archs import StudentShape, build_student
-from evaluators.batching import ALWAYS, AUTO, STACKING, device_name, synchronize
+from evaluators.measured import ALWAYS, AUTO, POLICIES, device_name, measured_once, synchronize
 
-COMPILING = STACKING  # auto, always, never: a user's policy (`--compile`)
+COMPILING = POLICIES  # auto, always, never: a user's policy (`--compile`)
 MIN_WORK = 25_000  # images seen in training (steps x batch) below which a student is never compiled
 MEASURED_STEPS = 5
 KIND = "student-compiling"
@@ -142,16 +142,11 @@ def choose(arch: str, shape: StudentShape, width: int | None, batch_size: int, s
         return CompileChoice(False, name, f"too short to repay a compilation ({work:,} images seen)")
     config = {"device": name, "torch": torch.__version__, "arch": arch, "shape": asdict(shape), "width": width,
               "batch_size": batch_size, "steps": MEASURED_STEPS}
-    key = content_key(config)
-    record = cache.load(KIND, key) if cache is not None else None
-    if record is None:
-        try:
-            eager_ms, compiled_ms, compile_s = measure(arch, shape, width, batch_size, device)
-        except Exception as exc:  # no compiler on this machine, out of memory, ...: stay eager
-            return CompileChoice(False, name, f"compiling failed here: {str(exc).strip().splitlines()[0][:200]}")
-        record = {"eager_ms": eager_ms, "compiled_ms": compiled_ms, "compile_s": compile_s}
-        if cache is not None:
-            cache.save(KIND, key, record, meta=config)
+    try:
+        record = measured_once(KIND, config, cache, lambda: dict(zip(
+            ("eager_ms", "compiled_ms", "compile_s"), measure(arch, shape, width, batch_size, device))))
+    except Exception as exc:  # no compiler on this machine, out of memory, ...: stay eager
+        return CompileChoice(False, name, f"compiling failed here: {str(exc).strip().splitlines()[0][:200]}")
     eager_ms, compiled_ms = float(record["eager_ms"]), float(record["compiled_ms"])
     reason = f"measured on this device: {compiled_ms:.1f} ms compiled, {eager_ms:.1f} ms eager per step"
     return CompileChoice(compiled_ms < eager_ms, name, reason, round(eager_ms, 3), round(compiled_ms, 3),

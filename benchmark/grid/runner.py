@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from benchmark.cluster.artifacts import trial_places
-from benchmark.store.leases import RunLeases
-from benchmark.grid.progress import GridProgress, PlainProgress, grid_progress
-from benchmark.store.provenance import git_commit, versions
 from benchmark.cluster.ray_session import RaySession, quiet_tune, ray_session
-from benchmark.store.results import ResultStore
+from benchmark.cluster.tune_events import driver_callback
+from benchmark.grid.progress import GridProgress, PlainProgress, grid_progress
 from benchmark.grid.trial import distill_context, job_distiller
+from benchmark.store.leases import RunLeases
+from benchmark.store.provenance import git_commit, versions
+from benchmark.store.results import ResultStore
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
@@ -57,66 +58,56 @@ class RunSummary:
 TRIAL_RETRIES = 2
 
 
-class _StoreCallback:
-    """Tune callback (driver side): rows go to the store the moment a trial reports them."""
+class StoreRecorder:
+    """The driver's handler of trial events (`benchmark.cluster.tune_events`): rows go to the
+    store the moment a trial reports them."""
 
-    def __new__(cls, *args: Any, **kwargs: Any):  # subclass lazily so importing us skips Ray
-        from ray.tune import Callback
+    def __init__(self, store: ResultStore, units: list[TrialUnit], progress: GridProgress | PlainProgress,
+                 summary: RunSummary, leases: RunLeases):
+        self.store, self.units, self.progress, self.summary = store, units, progress, summary
+        self.leases = leases
+        self.reported: dict[str, set[str]] = {}
 
-        class StoreCallback(Callback):
-            def __init__(self, store: ResultStore, units: list[TrialUnit], progress: GridProgress | PlainProgress,
-                         summary: RunSummary, leases: RunLeases):
-                self.store, self.units, self.progress, self.summary = store, units, progress, summary
-                self.leases = leases
-                self.reported: dict[str, set[str]] = {}
+    def _unit(self, trial) -> TrialUnit:
+        return self.units[trial.config["unit_index"]]
 
-            def __getstate__(self) -> dict:
-                # Tune pickles callbacks into its experiment state; the store connection and
-                # the terminal display belong to this driver process and are not saved.
-                return {}
+    def on_trial_result(self, trial, result) -> None:
+        unit = self._unit(trial)
+        if "row" in result:
+            row: ResultRow = result["row"]
+            self._write(row)
+            self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
+            self.progress.status(trial.trial_id, unit.label(), f"finished {row.arch}")
+        elif result.get("warning"):
+            self.progress.warn(unit.label(), str(result["warning"]))
+        elif result.get("phase"):
+            self.progress.status(trial.trial_id, unit.label(), str(result["phase"]))
 
-            def _unit(self, trial) -> TrialUnit:
-                return self.units[trial.config["unit_index"]]
+    def on_trial_complete(self, trial) -> None:
+        self.progress.trial_done(trial.trial_id)
 
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                unit = self._unit(trial)
-                if "row" in result:
-                    row: ResultRow = result["row"]
-                    self._write(row)
-                    self.reported.setdefault(trial.trial_id, set()).add(row.run_hash)
-                    self.progress.status(trial.trial_id, unit.label(), f"finished {row.arch}")
-                elif result.get("warning"):
-                    self.progress.warn(unit.label(), str(result["warning"]))
-                elif result.get("phase"):
-                    self.progress.status(trial.trial_id, unit.label(), str(result["phase"]))
+    def on_trial_recover(self, trial) -> None:
+        self.summary.retried += 1
+        self.progress.status(trial.trial_id, self._unit(trial).label(), "worker lost; starting it again")
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                self.progress.trial_done(trial.trial_id)
+    def on_trial_error(self, trial) -> None:
+        # the worker died outside our own error handling: record every unreported run
+        done = self.reported.get(trial.trial_id, set())
+        message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
+        for run in self._unit(trial).runs:
+            if run.run_hash not in done:
+                self._write(ResultRow.error(run, message))
+        self.progress.trial_done(trial.trial_id)
 
-            def on_trial_recover(self, iteration, trials, trial, **info):
-                self.summary.retried += 1
-                self.progress.status(trial.trial_id, self._unit(trial).label(), "worker lost; starting it again")
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                # the worker died outside our own error handling: record every unreported run
-                done = self.reported.get(trial.trial_id, set())
-                message = f"trial {trial.trial_id} died: {trial.error_file or 'no error file'}"
-                for run in self._unit(trial).runs:
-                    if run.run_hash not in done:
-                        self._write(ResultRow.error(run, message))
-                self.progress.trial_done(trial.trial_id)
-
-            def _write(self, row: ResultRow) -> None:
-                self.store.put(row.stamped(git_commit(), versions(), time.time()))
-                self.leases.release([row.run_hash])
-                ok = row.status == "ok"
-                if ok:
-                    self.summary.ok += 1
-                else:
-                    self.summary.failed.append(f"{row.label()}: {(row.error or 'no error text').splitlines()[0]}")
-                self.progress.run_done(ok)
-
-        return StoreCallback(*args, **kwargs)
+    def _write(self, row: ResultRow) -> None:
+        self.store.put(row.stamped(git_commit(), versions(), time.time()))
+        self.leases.release([row.run_hash])
+        ok = row.status == "ok"
+        if ok:
+            self.summary.ok += 1
+        else:
+            self.summary.failed.append(f"{row.label()}: {(row.error or 'no error text').splitlines()[0]}")
+        self.progress.run_done(ok)
 
 
 def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgress | PlainProgress) -> None:
@@ -202,7 +193,7 @@ def _run_on_ray(pending: list[RunSpec], store: ResultStore, options: RunnerOptio
         _fit(units, resources, {"threads": max(1, int(options.cpus_per_trial)), "stacking": options.stack_students,
                                 "compiling": options.compile_students,
                                 **place}, session.scratch / "tune",
-             _StoreCallback(store, units, progress, summary, leases))
+             driver_callback(StoreRecorder(store, units, progress, summary, leases)))
 
 
 def _fit(units: list[TrialUnit], resources: dict[str, float], config: dict[str, Any], tune_dir: Path,

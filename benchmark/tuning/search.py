@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from benchmark.cluster.tune_events import driver_callback
 from benchmark.grid.plan import protocol_config_of
 from benchmark.store.studies import COMPLETE, FAILED, STOPPED, Study, TrialRecord
 from benchmark.tuning.candidate import Candidate, sealed_dataset, tuning_trainable
@@ -105,54 +106,46 @@ def plan_studies(req: TuneRequest) -> tuple[list[PlannedStudy], list[str]]:
     return planned, nothing
 
 
-class _Recorder:
-    """Driver-side Tune callback: each trial's scorings as they come, and how it ended."""
+class TrialRecorder:
+    """The driver's handler of trial events (`benchmark.cluster.tune_events`): each trial's
+    scorings as they come, and how it ended."""
 
-    def __new__(cls, *args: Any, **kwargs: Any):  # subclass lazily so importing us skips Ray
-        from ray.tune import Callback
+    def __init__(self, candidate: Candidate, on_trial: Callable[[TrialRecord], None]):
+        self.candidate, self.on_trial = candidate, on_trial
+        self.records: dict[str, TrialRecord] = {}
+        self.final: dict[str, bool] = {}
+        self.started: dict[str, float] = {}
 
-        class Recorder(Callback):
-            def __init__(self, candidate: Candidate, on_trial: Callable[[TrialRecord], None]):
-                self.candidate, self.on_trial = candidate, on_trial
-                self.records: dict[str, TrialRecord] = {}
-                self.final: dict[str, bool] = {}
-                self.started: dict[str, float] = {}
+    def _record(self, trial) -> TrialRecord:
+        if trial.trial_id not in self.records:
+            drawn = {k: v for k, v in trial.config.items() if k in self.candidate.space}
+            self.records[trial.trial_id] = TrialRecord(_trial_number(trial, len(self.records)),
+                                                       self.candidate.option_text(drawn))
+            self.started[trial.trial_id] = time.perf_counter()
+        return self.records[trial.trial_id]
 
-            def __getstate__(self) -> dict:
-                return {}  # Tune pickles callbacks into its state; this one lives in the driver only
+    def on_trial_start(self, trial) -> None:
+        self._record(trial)
 
-            def _record(self, trial) -> TrialRecord:
-                if trial.trial_id not in self.records:
-                    drawn = {k: v for k, v in trial.config.items() if k in self.candidate.space}
-                    self.records[trial.trial_id] = TrialRecord(_trial_number(trial, len(self.records)),
-                                                               self.candidate.option_text(drawn))
-                    self.started[trial.trial_id] = time.perf_counter()
-                return self.records[trial.trial_id]
+    def on_trial_result(self, trial, result) -> None:
+        record = self._record(trial)
+        record.scores.append((int(result["step"]), float(result["val_acc"])))
+        self.final[trial.trial_id] = bool(result.get("final"))
 
-            def on_trial_start(self, iteration, trials, trial, **info):
-                self._record(trial)
+    def _end(self, trial, status: str, error: str | None = None) -> None:
+        record = self._record(trial)
+        record.seconds = round(time.perf_counter() - self.started[trial.trial_id], 1)
+        record.status, record.error = status, error
+        if status == COMPLETE:  # what the candidate's student reports, as `score_on_validation` scores it
+            protocol = resolve(self.candidate.protocol, self.candidate.budget)[0]
+            record.objective = reported_score([v for _, v in record.scores], protocol)
+        self.on_trial(record)
 
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                record = self._record(trial)
-                record.scores.append((int(result["step"]), float(result["val_acc"])))
-                self.final[trial.trial_id] = bool(result.get("final"))
+    def on_trial_complete(self, trial) -> None:
+        self._end(trial, COMPLETE if self.final.get(trial.trial_id) else STOPPED)
 
-            def _end(self, trial, status: str, error: str | None = None) -> None:
-                record = self._record(trial)
-                record.seconds = round(time.perf_counter() - self.started[trial.trial_id], 1)
-                record.status, record.error = status, error
-                if status == COMPLETE:  # what the candidate's student reports, as `score_on_validation` scores it
-                    protocol = resolve(self.candidate.protocol, self.candidate.budget)[0]
-                    record.objective = reported_score([v for _, v in record.scores], protocol)
-                self.on_trial(record)
-
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                self._end(trial, COMPLETE if self.final.get(trial.trial_id) else STOPPED)
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                self._end(trial, FAILED, _last_line(trial.error_file))
-
-        return Recorder(*args, **kwargs)
+    def on_trial_error(self, trial) -> None:
+        self._end(trial, FAILED, _last_line(trial.error_file))
 
 
 def _trial_number(trial: Any, fallback: int) -> int:
@@ -201,7 +194,7 @@ def run_study(planned: PlannedStudy, req: TuneRequest, place: dict[str, Any], sc
     candidate = Candidate(spec.name, dict(spec.options), planned.space, req.dataset, req.ipc, req.arch,
                           req.protocol, req.budget, req.seed, req.scorings, final_step(req, data.num_classes),
                           data.fingerprint(), place, threads=max(1, int(req.cpus_per_trial)))
-    recorder = _Recorder(candidate, on_trial)
+    recorder = TrialRecorder(candidate, on_trial)
     searcher = OptunaSearch(seed=req.seed, points_to_evaluate=[planned.defaults] if planned.defaults else None)
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0  # a GPU per candidate where there are GPUs
     check_fits(ray.nodes(), req.cpus_per_trial, gpus)
@@ -215,7 +208,7 @@ def run_study(planned: PlannedStudy, req: TuneRequest, place: dict[str, Any], sc
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=req.scorings,
                                     grace_period=SEARCH["grace_period"], reduction_factor=SEARCH["reduction_factor"])),
         run_config=tune.RunConfig(name=f"tune-{planned.key}", storage_path=str(scratch / "tune"), verbose=0,
-                                  callbacks=[recorder]),
+                                  callbacks=[driver_callback(recorder)]),
     )
     tuner.fit()
     protocol, budget = resolve(req.protocol, req.budget)
