@@ -29,9 +29,11 @@ def test_events_reach_the_handler_and_pickling_leaves_it_behind():
     handler = Handler()
     callback = driver_callback(handler)
     trial = SimpleNamespace(trial_id="t1")
-    callback.on_trial_result(0, [], trial, {"x": 3}, extra="ignored")
-    callback.on_trial_error(1, [], trial)
-    callback.on_trial_complete(2, [], trial)  # not defined by the handler: Tune's own no-op
-    assert handler.events == [("result", "t1", 3), ("error", "t1")]
+    # by keyword, as Tune's callback list calls them, and by position
+    callback.on_trial_result(iteration=0, trials=[], trial=trial, result={"x": 3}, extra="ignored")
+    callback.on_trial_result(1, [], trial, {"x": 4})
+    callback.on_trial_error(iteration=2, trials=[], trial=trial, exception=RuntimeError("x"))
+    callback.on_trial_complete(iteration=3, trials=[], trial=trial)  # not the handler's: Tune's own no-op
+    assert handler.events == [("result", "t1", 3), ("result", "t1", 4), ("error", "t1")]
     restored = cloudpickle.loads(cloudpickle.dumps(callback))
     assert not hasattr(restored, "handler") and callback.handler is handler

@@ -17,7 +17,9 @@ def driver_callback(handler: Any) -> Any:
 
     def forward(event: str):
         def call(self, iteration, trials, trial, *args, **info):
-            return getattr(self.handler, event)(trial, *args)
+            # Tune passes its arguments by keyword; of them only `result` is the handler's
+            extra = (info["result"],) if "result" in info else ()
+            return getattr(self.handler, event)(trial, *args, *extra)
         return call
 
     def keep(self, handler: Any) -> None:
