@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.grid.estimate import JobEstimate
+from benchmark.grid.estimate import JobEstimate, StageEstimate
 from benchmark.grid.plan import GridRequest, Plan, plan_runs
 from benchmark.grid.runner import RunnerOptions, RunSummary, run_grid
 from benchmark.store.results import ResultStore, default_store_root
@@ -84,13 +84,18 @@ class PlanEstimate:
     jobs: list[JobEstimate]
     totals: dict
     device: str
+    stages: list[StageEstimate]  # what the driver builds before the trials (cached or not)
+    calibration: str | None  # the machine and commit the shipped calibration was measured on, if used
 
 
 def estimate(grid: GridRequest | str, where: Where = Where(), cpus_per_trial: float = 1.0, *,
-             store: ResultStore | None = None, cache: ArtifactCache | None = None) -> PlanEstimate:
-    """The plan of ``grid`` against the store and the cache, read-only: nothing is run or written."""
+             store: ResultStore | None = None, cache: ArtifactCache | None = None,
+             calibrated: bool = True) -> PlanEstimate:
+    """The plan of ``grid`` against the store and the cache, read-only: nothing is run or written;
+    ``calibrated`` False estimates from the store's rows alone, without the shipped calibration."""
     import torch
 
+    from benchmark.grid.calibration import shipped
     from benchmark.grid.estimate import estimate as estimate_jobs, plan_totals
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -100,8 +105,11 @@ def estimate(grid: GridRequest | str, where: Where = Where(), cpus_per_trial: fl
     try:
         cache = cache if cache is not None else ArtifactCache(where.storage or where.cache or default_cache_root(),
                                                               readonly=True)
-        jobs = estimate_jobs(runs, store.done_hashes(), store.rows(), cache, device)
-        return PlanEstimate(jobs, plan_totals(jobs, cpus_per_trial, device), device)
+        calibration = shipped() if calibrated else None
+        jobs, stages = estimate_jobs(runs, store.done_hashes(), store.rows(), cache, device,
+                                     None if calibration is None else calibration.model())
+        return PlanEstimate(jobs, plan_totals(jobs, stages, cpus_per_trial, device), device, stages,
+                            None if calibration is None else calibration.describe())
     finally:
         if own:
             store.close()

@@ -73,6 +73,7 @@ class ArtifactCache:
         neither created nor written, and reads take no lock file that is not there already."""
         self.root = Path(root).expanduser()
         self.readonly = readonly
+        self._started: dict[tuple[str, str], float] = {}  # what this process is building, since when
         if readonly:
             return
         try:
@@ -124,9 +125,12 @@ class ArtifactCache:
     def building(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """Held while one process checks for and builds the artifact of this kind and key: a
         second process (another `bench run` on the same cache) waits, then finds it built,
-        instead of training the same teacher or backbone again. Reads need no such lock."""
+        instead of training the same teacher or backbone again. Reads need no such lock. What is
+        saved under this key meanwhile records ``build_s``, the seconds since the lock was held
+        (what `bench plan`'s calibration of shared models reads)."""
         if fcntl is None:
-            yield
+            with self._timed(kind, key):
+                yield
             return
         folder = self.path(kind, key).parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,9 +142,18 @@ class ArtifactCache:
                     waiting(f"waiting for another process that is building {kind} {key[:12]}")
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
-                yield
+                with self._timed(kind, key):
+                    yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _timed(self, kind: str, key: str) -> Iterator[None]:
+        self._started[(kind, key)] = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._started.pop((kind, key), None)
 
     def meta(self, kind: str, key: str) -> dict | None:
         """The sidecar record (sha256, bytes, created_at, meta), or None if absent or unreadable.
@@ -260,10 +273,14 @@ class ArtifactCache:
                 "created_at": time.time(),
                 "meta": meta or {},
             }
+            if (kind, key) in self._started:
+                record["build_s"] = round(time.perf_counter() - self._started[(kind, key)], 3)
             if expect is not None:
                 if record["sha256"] != expect["sha256"]:
                     raise ValueError(f"{kind}/{key}{suffix} arrived damaged (its sha256 differs from the sender's)")
                 record["created_at"] = expect.get("created_at", record["created_at"])
+                if "build_s" in expect:  # the seconds it took where it was built
+                    record["build_s"] = expect["build_s"]
             payload = json.dumps(record, sort_keys=True, indent=1, default=json_default).encode()
             with self._locked(kind, key, exclusive=True):
                 os.replace(tmp, data)

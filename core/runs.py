@@ -129,6 +129,13 @@ def group_units(jobs: list[DistillJob], by_cell: bool) -> list[TrialUnit]:
     return [TrialUnit(tuple(cell)) for cell in cells.values()]
 
 
+def longest_first(jobs: list[DistillJob]) -> list[DistillJob]:
+    """The order trials start in: the full-data references, then the largest sets first (a
+    student's training grows with its set), so the trials left when the cores start to empty are
+    the shortest ones, and no long trial runs alone at the end; the grid's order within an IPC."""
+    return sorted(jobs, key=lambda job: (job.ipc is not None, -(job.ipc or 0)))
+
+
 def group_jobs(runs: list[RunSpec]) -> list[DistillJob]:
     """Group runs that share one distilled set into jobs, keeping the grid's order."""
     jobs: dict[tuple, list[RunSpec]] = {}

@@ -7,18 +7,22 @@ so methods never import the evaluators.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from core.artifacts import content_key
 from core.datasets.base import Dataset, normalise
+from core.stages import SharedStage
 
 FEATURE_BATCH = 256
 # Enters every teacher's cache key and the config of methods that read a teacher: bump it when
 # what a teacher recipe trains changes (2: ConvNet as the DC code pads one-channel input, DC's decay).
 TEACHER_VERSION = 2
+KIND = "teacher"  # the cache kind teachers are saved under
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,16 @@ class Teacher:
 
 
 TeacherSource = Callable[[Dataset, TeacherRecipe], Teacher]
+
+
+def teacher_key(data: Dataset, recipe: TeacherRecipe) -> str:
+    """The cache key of the teacher of ``recipe`` trained on ``data``."""
+    return content_key({"recipe": dataclasses.asdict(recipe), "data": data.fingerprint(),
+                        "version": TEACHER_VERSION})
+
+
+def teacher_stage(data: Dataset, recipe: TeacherRecipe) -> SharedStage:
+    """A teacher as a shared stage of a grid (`core.stages`)."""
+    width = "its own width" if recipe.width is None else f"width {recipe.width}"
+    return SharedStage(f"teacher {recipe.arch} {width}, {recipe.steps} steps", data.name, KIND,
+                       teacher_key(data, recipe))

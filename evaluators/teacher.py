@@ -13,21 +13,17 @@ from collections.abc import Callable
 
 import torch
 
-from core.artifacts import ArtifactCache, content_key
+from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset, normalise
-from core.teachers import TEACHER_VERSION, Teacher, TeacherRecipe, TeacherSource
+from core.stages import SharedStage
+from core.teachers import KIND, Teacher, TeacherRecipe, TeacherSource, teacher_key, teacher_stage
 from evaluators.archs import StudentShape, build_student
 from evaluators.protocols import DC, Budget, Protocol, Schedule
 from evaluators.train import accuracy, train
 
-def _key(data: Dataset, recipe: TeacherRecipe) -> str:
-    return content_key({"recipe": dataclasses.asdict(recipe), "data": data.fingerprint(),
-                        "version": TEACHER_VERSION})
-
-
 def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, device: torch.device) -> Teacher:
     """Load the teacher for (data, recipe) from the cache, training it on first use."""
-    key = _key(data, recipe)
+    key = teacher_key(data, recipe)
 
     def build() -> dict:
         torch.manual_seed(recipe.seed)
@@ -41,7 +37,7 @@ def get_teacher(data: Dataset, recipe: TeacherRecipe, cache: ArtifactCache, devi
         acc = accuracy(model, test_x, data.test.labels.to(device))
         return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "test_acc": acc}
 
-    state = cache.get_or_build("teacher", key, build, meta={"recipe": dataclasses.asdict(recipe),
+    state = cache.get_or_build(KIND, key, build, meta={"recipe": dataclasses.asdict(recipe),
                                                             "dataset": data.name})
     model = build_student(recipe.arch, StudentShape.of(data), width=recipe.width)
     model.load_state_dict(state["state_dict"])
@@ -56,14 +52,30 @@ def teacher_source(cache: ArtifactCache, device: torch.device) -> TeacherSource:
 def teacher_for(data: Dataset, arch: str, budget: Budget, cache: ArtifactCache, device: torch.device) -> Teacher:
     """The teacher a protocol budget uses for ``arch``: the same network and width as the
     student, trained on the whole training split for the budget's full-data steps."""
-    recipe = TeacherRecipe(arch=arch, width=budget.student_width, steps=budget.full_steps)
-    return get_teacher(data, recipe, cache, device)
+    return get_teacher(data, label_recipe(arch, budget), cache, device)
 
 
 def quality_teacher(data: Dataset, budget: Budget, cache: ArtifactCache, device: torch.device) -> Teacher:
     """The judge of image-quality metrics: ConvNet-3 width 32, at most 1,500 steps, so every
     budget above `smoke` shares one teacher per data set (the one herding uses by default)."""
-    return get_teacher(data, TeacherRecipe(steps=min(TeacherRecipe.steps, budget.full_steps)), cache, device)
+    return get_teacher(data, quality_recipe(budget), cache, device)
+
+
+def quality_recipe(budget: Budget) -> TeacherRecipe:
+    """The recipe of the judge of image-quality metrics under ``budget``."""
+    return TeacherRecipe(steps=min(TeacherRecipe.steps, budget.full_steps))
+
+
+def label_recipe(arch: str, budget: Budget) -> TeacherRecipe:
+    """The recipe of the teacher a soft-label protocol relabels with under ``budget``."""
+    return TeacherRecipe(arch=arch, width=budget.student_width, steps=budget.full_steps)
+
+
+def shared_stages(data: Dataset, arch: str, protocol: Protocol, budget: Budget, quality: bool = True) -> list[SharedStage]:
+    """The teachers `prepare` trains, as `bench plan` counts them."""
+    recipes = ([quality_recipe(budget)] if quality else []) + (
+        [label_recipe(arch, budget)] if protocol.labels == "teacher" else [])
+    return [teacher_stage(data, recipe) for recipe in recipes]
 
 
 def prepare(data: Dataset, arch: str, protocol: Protocol, budget: Budget, cache: ArtifactCache,

@@ -15,6 +15,7 @@ from core.errors import BenchError
 from core.options import normal_text, parse_options
 from core.search_space import Space
 from core.spec import NamedSpec
+from core.stages import SharedStage
 from methods.distill_context import DistillContext
 from methods.plugins import Plugin, PluginReport
 
@@ -99,6 +100,11 @@ class Distiller(ABC):
 
     def prepare(self, data: Dataset, ctx: DistillContext) -> None:
         """Build shared prerequisites (teachers, fine-tuned models) once, before the trials run."""
+
+    def shared_stages(self, data: Dataset, cache: ArtifactCache) -> list[SharedStage]:
+        """What :meth:`prepare` builds (cached or not), in order, for `bench plan` to count;
+        reads the cache only (a stage after one not yet built has no key)."""
+        return []
 
     def plugin_reports(self, data: Dataset, cache: ArtifactCache) -> list[PluginReport]:
         """Each plug-in's status and stored diagnostics (never trains anything)."""

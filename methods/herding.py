@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from core.datasets.base import Dataset
-from core.teachers import TEACHER_VERSION, TeacherRecipe
+from core.artifacts import ArtifactCache
+from core.stages import SharedStage
+from core.teachers import TEACHER_VERSION, TeacherRecipe, teacher_stage
 from methods.base import DistillContext, DistilledSet, Distiller
 from methods.registry import register_method
 
@@ -52,6 +54,9 @@ class Herding(Distiller):
     def prepare(self, data: Dataset, ctx: DistillContext) -> None:
         ctx.report(f"training the herding teacher for {data.name}")
         ctx.teacher(data, self._recipe())
+
+    def shared_stages(self, data: Dataset, cache: ArtifactCache) -> list[SharedStage]:
+        return [teacher_stage(data, self._recipe())]
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
         teacher = ctx.teacher(data, self._recipe())

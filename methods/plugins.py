@@ -24,6 +24,7 @@ from core.spec import NamedSpec
 
 if TYPE_CHECKING:
     from core.datasets.base import Dataset
+    from core.stages import SharedStage
     from methods.distill_context import DistillContext
     from methods.diffusion.context import DiffusionContext
 
@@ -104,6 +105,11 @@ class Plugin(ABC):
     @abstractmethod
     def wrap(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> DiffusionContext:
         """A context like ``dctx`` whose ``encode_real`` (and ``hook_id``) are this plug-in's."""
+
+    def shared_stage(self, dctx: DiffusionContext | None, data: Dataset) -> SharedStage | None:
+        """What :meth:`prepare` builds, for `bench plan` to count (``dctx`` None: what it is
+        built from is not built yet, so neither is it); None: nothing."""
+        return None
 
     def diagnostics(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> Diagnostics | None:
         """What the trained hook is judged by, read from the cache (never trains); None if not trained."""

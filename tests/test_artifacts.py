@@ -5,8 +5,10 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -339,3 +341,22 @@ def test_a_suffix_never_leads_out_of_the_cache(tmp_path):
     for kind, key, suffix in (("teacher", "k", "/../../x"), ("teacher", "..", ".npy"), ("../t", "k", ".json")):
         with pytest.raises(ValueError, match="invalid artifact"):
             cache.path(kind, key, suffix)
+
+
+def test_what_is_built_under_the_lock_records_its_seconds_and_a_plain_save_does_not(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path)
+
+    def build() -> dict:
+        time.sleep(0.2)
+        return {"w": torch.zeros(2)}
+
+    cache.get_or_build("teacher", "k1", build)
+    assert 0.2 <= cache.meta("teacher", "k1")["build_s"] < 5
+    with cache.building("hook-latents", "k2"):
+        time.sleep(0.1)
+        cache.write_array("hook-latents", "k2", (3,), np.float32, lambda out: None)
+    assert cache.meta("hook-latents", "k2")["build_s"] >= 0.1
+    cache.save("teacher", "k3", {"w": torch.zeros(2)})  # not built under the lock: nothing to time
+    assert "build_s" not in cache.meta("teacher", "k3")
+    cache.get_or_build("teacher", "k1", build)  # found: not rebuilt, the first figure stays
+    assert 0.2 <= cache.meta("teacher", "k1")["build_s"] < 5

@@ -142,9 +142,32 @@ SMOKE_GENERATIVE = (*SMOKE_BASES, *SMOKE_VARIANTS)
 
 def test_generative_methods_end_to_end(bench_env, tmp_path):
     store, cache = bench_env
-    out = bench("run", "--methods", ",".join(SMOKE_GENERATIVE), "--datasets", "digits", "--ipc", "2",
-                "--seeds", "1", "--budget", "smoke", "--no-references", timeout=600)
+    grid = ("--methods", ",".join(SMOKE_GENERATIVE), "--datasets", "digits", "--ipc", "2", "--seeds", "1",
+            "--budget", "smoke", "--no-references")
+    before = json.loads(bench("plan", *grid, "--json").stdout)["shared"]
+    assert [s["stage"] for s in before] == [  # what the driver builds, once each, before the trials
+        "small/smoke autoencoder", "small/smoke class denoiser", "teacher convnet3 width 32, 50 steps",
+        "small/smoke text denoiser", "latents of the training split", "minimax fine-tuning", "evlf module",
+        "latents of the training split on evlf latents", "dit fine-tuning on evlf latents",
+        "minimax fine-tuning on evlf latents"]
+    assert not any(s["cached"] for s in before)
+    out = bench("run", *grid, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(bench("plan", *grid, "--json").stdout)["shared"] == []  # nothing left to run: nothing to build
+    from benchmark.grid.calibration import shared_costs
+    from benchmark.grid.estimate import plan_stages
+    from benchmark.grid.plan import plan_runs
+    from benchmark.cli import build_parser
+    from benchmark.cli.args import grid_request
+    from core.artifacts import ArtifactCache
+    from core.runs import group_jobs
+
+    runs = plan_runs(grid_request(build_parser().parse_args(["plan", *grid]))).runs
+    stages = plan_stages(group_jobs(runs), ArtifactCache(cache))
+    assert [s.name for s in stages] == [s["stage"] for s in before]
+    assert all(s.cached(ArtifactCache(cache)) for s in stages)  # each found where the run put it
+    built = shared_costs(stages, ArtifactCache(cache), "cpu")
+    assert len(built) == len(before) and all(0 < s < 600 for [s] in built.values())  # each one's build_s
     rows = results(store)
     from methods import resolve_method
 

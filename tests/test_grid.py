@@ -119,7 +119,7 @@ def test_a_plugin_variant_brings_its_base_row_with_what_the_replaced_hook_implie
 
 
 def test_trials_start_with_the_longest_so_the_shortest_end_the_grid():
-    from benchmark.grid.runner import longest_first
+    from core.runs import longest_first
 
     jobs = group_jobs(_plan(methods=("herding[teacher_steps=5]", "random"), ipcs=(1, 10, 5), archs=("convnet3",),
                             references=True))

@@ -13,13 +13,21 @@ never run), linear in IPC between the measured IPCs and along the nearest two be
 peak memory is the larger of its distillation's (the same method and data set, the largest
 measured IPC at or above its own, else the largest measured) and its students' (the same board,
 the median). A cell with no measurement to start from is reported as unknown, never guessed.
+
+Before the trials, the driver builds the shared stages (`core.stages`: backbone parts, plug-in
+modules, fine-tuned denoisers, teachers) one after another; each one the cache lacks costs the
+seconds it took where it was last measured. Where the store has no row for a board or method,
+the calibration shipped with the package (`benchmark.grid.calibration`) supplies the figures.
+The wall time is the shared stages' sum plus the trials scheduled in the runner's order on as
+many slots as run at once.
 """
 from __future__ import annotations
 
+import heapq
 import os
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,8 +35,14 @@ from benchmark.grid.memory import peak_key
 from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.rows import ResultRow
-from core.runs import DistillJob, RunSpec, group_jobs
+from core.runs import DistillJob, RunSpec, group_jobs, longest_first
+from core.stages import SharedStage
 from evaluators.protocols import resolve
+from evaluators.teacher import shared_stages as teacher_stages
+
+# the cost tables of `CostModel`, each a map from a key tuple to a list of measurements (what a
+# calibration carries)
+TABLES = ("step_s", "test_s", "distill_s", "distill_peak", "eval_peak", "shared_s")
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,18 @@ class CostModel:
     distill_s: dict[tuple, list[tuple[int, float]]]  # (method, dataset, device) -> (ipc, seconds)
     distill_peak: dict[tuple, list[tuple[int, float]]]  # (method, dataset, device) -> (ipc, GiB)
     eval_peak: dict[tuple, list[float]]  # (arch, protocol, budget, dataset, device) -> GiB
+    shared_s: dict[tuple, list[float]] = field(default_factory=dict)  # (stage, dataset, device) -> seconds
+
+    def tables(self) -> dict[str, dict[tuple, list]]:
+        return {name: getattr(self, name) for name in TABLES}
+
+    def with_fallback(self, other: CostModel) -> CostModel:
+        """This model, with ``other``'s measurements for every key this one lacks."""
+        return CostModel(**{name: {**getattr(other, name), **getattr(self, name)} for name in TABLES})
+
+    def shared_seconds(self, stage: SharedStage, device: str) -> float | None:
+        measured = self.shared_s.get((stage.name, stage.dataset, device))
+        return statistics.median(measured) if measured else None
 
     @classmethod
     def from_rows(cls, rows: list[ResultRow]) -> CostModel:
@@ -143,12 +169,60 @@ def _medians(measured: list[tuple[int, float]]) -> tuple[list[int], list[float]]
     return sizes, [statistics.median(by_size[size]) for size in sizes]
 
 
+@dataclass(frozen=True)
+class StageEstimate:
+    """One shared stage the driver builds before the trials: cached, or its expected seconds."""
+
+    stage: SharedStage
+    cached: bool
+    seconds: float | None  # 0 when cached; None: nothing measured to estimate from
+
+
+def cost_model(rows: list[ResultRow], fallback: CostModel | None) -> CostModel:
+    """The store's measurements, and ``fallback``'s (a calibration's) for what the store never
+    measured."""
+    model = CostModel.from_rows(rows)
+    return model if fallback is None else model.with_fallback(fallback)
+
+
+def plan_stages(jobs: list[DistillJob], cache: ArtifactCache) -> list[SharedStage]:
+    """Every shared stage the driver's preparation of these jobs goes through, once each, in its
+    order (`benchmark.grid.runner._prepare`): each method's, then each board's teachers."""
+    from benchmark.grid.trial import job_distiller
+
+    seen: set[tuple] = set()
+    out: list[SharedStage] = []
+    for job in jobs:
+        data = load_dataset(job.dataset)
+        distiller = job_distiller(job)
+        found = [] if distiller.reference else distiller.shared_stages(data, cache)
+        for run in job.runs:
+            protocol, budget = resolve(run.protocol, run.budget)
+            found += teacher_stages(data, run.arch, protocol, budget, quality=not distiller.reference)
+        for stage in found:
+            if stage.identity() not in seen:
+                seen.add(stage.identity())
+                out.append(stage)
+    return out
+
+
+def estimate_stages(stages: list[SharedStage], model: CostModel, cache: ArtifactCache,
+                    device: str) -> list[StageEstimate]:
+    out = []
+    for stage in stages:
+        cached = stage.cached(cache)
+        out.append(StageEstimate(stage, cached, 0.0 if cached else model.shared_seconds(stage, device)))
+    return out
+
+
 def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: ArtifactCache,
-             device: str) -> list[JobEstimate]:
-    """Every job of the plan with what is done and the estimated seconds of what is not."""
+             device: str, fallback: CostModel | None = None) -> tuple[list[JobEstimate], list[StageEstimate]]:
+    """Every job of the plan with what is done and the estimated seconds of what is not, and
+    the shared stages that what is not done needs, cached or with their estimated seconds.
+    ``fallback`` (the shipped calibration's model) supplies the costs the store never measured."""
     from benchmark.grid.trial import DISTILLED, job_distiller, set_key
 
-    model = CostModel.from_rows(rows)
+    model = cost_model(rows, fallback)
     out = []
     for job in group_jobs(runs):
         data = load_dataset(job.dataset)
@@ -164,20 +238,36 @@ def estimate(runs: list[RunSpec], done: set[str], rows: list[ResultRow], cache: 
         peaks = [model.peak_gib(job.method if distils else None, r, device) for r in todo]
         peak = None if not peaks or any(p is None for p in peaks) else max(p for p in peaks if p is not None)
         out.append(JobEstimate(job, len(job.runs) - len(todo), cached, distill, train, peak))
-    return out
+    left = [e.job for e in out if e.runs_done < len(e.job.runs)]
+    return out, estimate_stages(plan_stages(left, cache), model, cache, device)
 
 
-def plan_totals(jobs: list[JobEstimate], cpus_per_trial: float, device: str) -> dict:
-    """Totals of a plan: runs, what is done, estimated seconds of what is left and its wall time."""
+def makespan(seconds: list[float], slots: int) -> float:
+    """The wall time of trials of these seconds started in this order on ``slots`` at once, each
+    taking the first slot free (what Tune does with trials of equal resources)."""
+    free = [0.0] * max(1, slots)
+    for s in seconds:
+        heapq.heapreplace(free, free[0] + s)
+    return max(free)
+
+
+def plan_totals(jobs: list[JobEstimate], stages: list[StageEstimate], cpus_per_trial: float, device: str) -> dict:
+    """Totals of a plan: runs, what is done, estimated seconds of what is left (the shared stages,
+    built one after another in the driver, then the trials) and its wall time."""
     runs = sum(len(j.job.runs) for j in jobs)
     done = sum(j.runs_done for j in jobs)
     left = [j for j in jobs if j.runs_done < len(j.job.runs)]
-    known = [j.seconds for j in left if j.seconds is not None]
+    order = {id(job): i for i, job in enumerate(longest_first([j.job for j in left]))}
+    started = sorted(left, key=lambda j: order[id(j.job)])  # the runner starts trials in this order
+    known = [j.seconds for j in started if j.seconds is not None]
     parallel = max(1, int((os.cpu_count() or 1) // cpus_per_trial)) if device == "cpu" else 1
-    total = sum(known)
+    to_build = [s for s in stages if not s.cached]
+    shared = sum(s.seconds for s in to_build if s.seconds is not None)
     peaks = [j.peak_gib for j in left if j.peak_gib is not None]
     return {"runs": runs, "in_store": done, "to_run": runs - done, "jobs_to_run": len(left),
             "peak_gib": round(max(peaks), 2) if peaks else None,
-            "sets_cached": sum(j.set_cached for j in jobs), "estimated_s": round(total, 1),
+            "sets_cached": sum(j.set_cached for j in jobs), "estimated_s": round(sum(known) + shared, 1),
             "unknown_jobs": len(left) - len(known), "device": device, "trials_at_once": parallel,
-            "estimated_wall_s": round(total / parallel, 1)}
+            "shared_stages": len(stages), "shared_to_build": len(to_build), "shared_s": round(shared, 1),
+            "unknown_shared": sum(s.seconds is None for s in to_build),
+            "estimated_wall_s": round(shared + makespan(known, parallel), 1)}

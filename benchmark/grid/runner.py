@@ -22,7 +22,7 @@ from core.artifacts import ArtifactCache
 from core.datasets import load_dataset
 from core.errors import BenchError
 from core.rows import ResultRow
-from core.runs import DistillJob, RunSpec, TrialUnit, group_jobs, group_units
+from core.runs import DistillJob, RunSpec, TrialUnit, group_jobs, group_units, longest_first
 from evaluators.batching import ALWAYS, AUTO
 from evaluators.protocols import resolve
 from evaluators.teacher import prepare as prepare_evaluation
@@ -130,13 +130,6 @@ def _prepare(jobs: list[DistillJob], cache: ArtifactCache, progress: GridProgres
                 prepare_evaluation(data, run.arch, protocol, budget, cache, device, ctx.report,
                                    quality=not distiller.reference)
     progress.trial_done("prepare")
-
-
-def longest_first(jobs: list[DistillJob]) -> list[DistillJob]:
-    """The order trials start in: the full-data references, then the largest sets first (a
-    student's training grows with its set), so the trials left when the cores start to empty are
-    the shortest ones, and no long trial runs alone at the end; the grid's order within an IPC."""
-    return sorted(jobs, key=lambda job: (job.ipc is not None, -(job.ipc or 0)))
 
 
 def run_grid(runs: list[RunSpec], store: ResultStore, options: RunnerOptions) -> RunSummary:

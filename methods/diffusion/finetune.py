@@ -285,6 +285,12 @@ def _summary(factors: torch.Tensor) -> list[float]:
     return (factors.mean(1) if factors.dim() == 2 else factors).tolist()
 
 
+def finetuned_key(dctx: DiffusionContext, data, config: FinetuneConfig, loss_config: dict[str, Any]) -> str:
+    """The cache key of the class denoiser of ``dctx``'s backbone fine-tuned on its hook's latents."""
+    return content_key({"backbone": dctx.backbone.key, "hook": dctx.hook_id, "data": data.fingerprint(),
+                        "config": dataclasses.asdict(config), "loss": loss_config, "version": VERSION})
+
+
 def get_finetuned(dctx: DiffusionContext, data, config: FinetuneConfig, loss_config: dict[str, Any],
                   make_loss: Callable[[], ExtraLoss | None], latents: torch.Tensor, labels: torch.Tensor,
                   cache: ArtifactCache | None, progress: ProgressFn = no_progress) -> tuple[nn.Module, dict]:
@@ -293,8 +299,7 @@ def get_finetuned(dctx: DiffusionContext, data, config: FinetuneConfig, loss_con
     ``loss_config`` names the extra loss (it enters the key); ``make_loss`` builds a fresh one.
     """
     base = dctx.backbone.denoiser("class")
-    key = content_key({"backbone": dctx.backbone.key, "hook": dctx.hook_id, "data": data.fingerprint(),
-                       "config": dataclasses.asdict(config), "loss": loss_config, "version": VERSION})
+    key = finetuned_key(dctx, data, config, loss_config)
     keyed = cache is not None and bool(dctx.backbone.key)
     # one process trains it while any other that wants it waits, then loads it
     with cache.building(KIND, key, lambda note: progress(note, 0, 1)) if keyed else contextlib.nullcontext():

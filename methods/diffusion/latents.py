@@ -33,6 +33,12 @@ def encode_split(dctx: DiffusionContext, split: Split, out: np.ndarray | torch.T
         out[start:end] = latents.numpy() if isinstance(out, np.ndarray) else latents
 
 
+def latents_key(dctx: DiffusionContext, data) -> str:
+    """The cache key of the hook's latents of ``data.train``."""
+    return content_key({"backbone": dctx.backbone.key, "hook": dctx.hook_id, "data": data.fingerprint(),
+                        "split": "train", "resolution": dctx.backbone.resolution, "version": VERSION})
+
+
 def train_latents(dctx: DiffusionContext, data, cache: ArtifactCache | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(latents N x C x h x w on the CPU, labels N) of ``data.train`` through ``dctx.encode_real``;
     memory-mapped from the cache when the backbone has a content key."""
@@ -42,13 +48,15 @@ def train_latents(dctx: DiffusionContext, data, cache: ArtifactCache | None) -> 
         latents = torch.empty(shape)
         encode_split(dctx, data.train, latents)
         return latents, labels
-    key = content_key({"backbone": dctx.backbone.key, "hook": dctx.hook_id, "data": data.fingerprint(),
-                       "split": "train", "resolution": dctx.backbone.resolution, "version": VERSION})
+    key = latents_key(dctx, data)
     array = cache.load_array(KIND, key)
     if array is None:
-        cache.write_array(KIND, key, shape, np.float32, lambda out: encode_split(dctx, data.train, out),
-                          meta={"dataset": data.name, "hook": dctx.hook_id})
-        array = cache.load_array(KIND, key)
+        with cache.building(KIND, key):  # encoded once, however many processes want it
+            array = cache.load_array(KIND, key)
+            if array is None:
+                cache.write_array(KIND, key, shape, np.float32, lambda out: encode_split(dctx, data.train, out),
+                                  meta={"dataset": data.name, "hook": dctx.hook_id})
+                array = cache.load_array(KIND, key)
     if array is None or array.shape != shape:
         raise RuntimeError(f"the cached latents {cache.path(KIND, key, '.npy')} cannot be read back")
     return torch.from_numpy(array), labels

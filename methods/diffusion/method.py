@@ -23,6 +23,7 @@ from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, requir
 from methods.diffusion.context import DiffusionContext, class_ids_for
 from methods.diffusion.samplers import SamplerConfig
 from core.spec import NamedSpec
+from core.stages import SharedStage
 from methods.plugins import Plugin, PluginReport
 
 
@@ -141,6 +142,36 @@ class DiffusionDistiller(Distiller):
         if record.get("meta", {}).get("denoisers") != "separate":
             return True  # an earlier harness's record: it holds both denoisers
         return all(cache.meta(DENOISER_KIND, denoiser_key(key, kind)) is not None for kind in self.denoisers())
+
+    def shared_stages(self, data: Dataset, cache: Any) -> list[SharedStage]:
+        stages = self.backbone_stages(data)
+        # what comes after the backbone is keyed by it: known only once the backbone is built
+        ctx = DistillContext(cache, torch.device("cpu"))
+        dctx = self.plain_context(data, ctx) if self.backbone_available(data, cache) else None
+        for plugin in self.plugins:
+            stage = plugin.shared_stage(dctx, data)
+            if stage is not None:
+                stages.append(stage)
+            built = dctx is not None and (stage is None or stage.cached(cache))
+            dctx = plugin.wrap(dctx, data, ctx) if built else None
+        hook = "".join(f" on {p.name} latents" for p in self.plugins)
+        return stages + self.context_stages(dctx, data, hook)
+
+    def backbone_stages(self, data: Dataset) -> list[SharedStage]:
+        """The backbone's parts that loading it trains (a pretrained one trains none)."""
+        if self.family != "small":
+            return []
+        from methods.diffusion.small import ARTIFACT_KIND, DENOISER_KIND, RECIPES, backbone_key, denoiser_key
+
+        key, name = backbone_key(data, RECIPES.get(self.options.recipe)), f"{self.options.backbone}/{self.options.recipe}"
+        return [SharedStage(f"{name} autoencoder", data.name, ARTIFACT_KIND, key)] + [
+            SharedStage(f"{name} {kind} denoiser", data.name, DENOISER_KIND, denoiser_key(key, kind))
+            for kind in self.denoisers()]
+
+    def context_stages(self, dctx: DiffusionContext | None, data: Dataset, hook: str) -> list[SharedStage]:
+        """What :meth:`prepare_context` builds on the hooked context (``dctx`` None: not built yet);
+        ``hook`` names the plug-ins before it (" on evlf latents")."""
+        return []
 
     def denoisers(self) -> tuple[str, ...]:
         """The denoisers this method samples with (none for a method that only encodes)."""
@@ -276,6 +307,17 @@ class ClassSampling(DiffusionDistiller):
 
     def prepare_context(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> None:
         self._denoised_context(dctx, data, ctx)
+
+    def context_stages(self, dctx: DiffusionContext | None, data: Dataset, hook: str) -> list[SharedStage]:
+        spec = self.finetuning(data)
+        if spec is None:
+            return []
+        from methods.diffusion import finetune, latents
+
+        return [SharedStage(f"latents of the training split{hook}", data.name, latents.KIND,
+                            None if dctx is None else latents.latents_key(dctx, data)),
+                SharedStage(f"{self.name} fine-tuning{hook}", data.name, finetune.KIND,
+                            None if dctx is None else finetune.finetuned_key(dctx, data, spec.config, spec.loss_config))]
 
     def generate(self, dctx: DiffusionContext, data: Dataset, ipc: int, generator: torch.Generator,
                  ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -7,9 +7,10 @@ import functools
 from typing import TYPE_CHECKING
 
 from core.search_space import Range
+from core.stages import SharedStage
 from methods.diffusion.backbone import ProgressFn
 from methods.evlf.diagnostics import as_rows
-from methods.evlf.training import EVLFOptions, TrainedFusion, get_fusion, load_fusion
+from methods.evlf.training import ARTIFACT_KIND, EVLFOptions, TrainedFusion, fusion_key, get_fusion, load_fusion
 from methods.plugins import Diagnostics, Plugin, register_plugin
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ class EVLF(Plugin):
         ctx.report(f"EVLF fusion {verb} ({trained.key}): held-out class retrieval "
                    f"{summary['retrieval_fused']:.3f} fused vs {summary['retrieval_raw']:.3f} raw, "
                    f"relative MSE {summary['relative_mse']:.4f}")
+
+    def shared_stage(self, dctx: DiffusionContext | None, data: Dataset) -> SharedStage:
+        return SharedStage(f"{self.name} module", data.name, ARTIFACT_KIND,
+                           None if dctx is None else fusion_key(dctx, data, self.options))
 
     def wrap(self, dctx: DiffusionContext, data: Dataset, ctx: DistillContext) -> DiffusionContext:
         trained = self.trained(dctx, data, ctx)
