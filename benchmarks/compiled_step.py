@@ -16,7 +16,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.compiling import configure_inductor
 
 SETTINGS = [(1, "eager"), (1, "default"), (2, "eager"), (2, "default"), (1, "max-autotune-no-cudagraphs")]

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from core.datasets import load_dataset
 from core.datasets.base import normalise
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
 from methods.random import random_indices

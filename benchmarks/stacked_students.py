@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from evaluators.archs import StudentShape
+from core.archs import StudentShape
 from evaluators.batching import device_name, measure
 
 SHAPES = {"1x28x28": StudentShape(1, 28, 10), "3x32x32": StudentShape(3, 32, 10)}

@@ -13,7 +13,7 @@ import torch
 
 from core.datasets import load_dataset
 from core.datasets.base import normalise
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.protocols import DC, Schedule
 from evaluators.train import accuracy, train
 

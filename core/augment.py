@@ -10,7 +10,7 @@ on [0, 1] images, before standardisation, as the IDC and Minimax data loaders or
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +39,10 @@ class Standardisation:
 Augment = Callable[[torch.Tensor, torch.Generator, Standardisation], torch.Tensor]
 
 
-def _rand(n: int, g: torch.Generator, device: torch.device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    return (torch.rand(n, generator=g) * (high - low) + low).to(device)
+def _rand(n: int, g: torch.Generator, device: torch.device, low: float = 0.0, high: float = 1.0,
+          shared: bool = False) -> torch.Tensor:
+    """``n`` uniforms in [low, high); ``shared``: one, repeated ``n`` times (the Siamese draw)."""
+    return (torch.rand(1 if shared else n, generator=g) * (high - low) + low).expand(n).to(device)
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -53,52 +55,55 @@ def _identity_theta(n: int, device: torch.device) -> torch.Tensor:
 
 
 # --- DSA ops (parameters as in the DSA paper's evaluation settings) -------------------------
+# Each draws its parameters per image, or with ``shared`` once for the whole batch (as the DSA
+# code's Siamese mode does for the matching methods): the same number of draws whatever the
+# batch size, so one generator state gives two batches the same transformation.
 
-def dsa_color(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def dsa_color(x: torch.Tensor, g: torch.Generator, shared: bool = False) -> torch.Tensor:
     n, dev = x.shape[0], x.device
-    x = x + (_rand(n, g, dev) - 0.5).view(-1, 1, 1, 1) * 1.0  # brightness 1.0
+    x = x + (_rand(n, g, dev, shared=shared) - 0.5).view(-1, 1, 1, 1) * 1.0  # brightness 1.0
     if x.shape[1] > 1:  # saturation 2.0 only means something with colour channels
         mean = x.mean(1, keepdim=True)
-        x = (x - mean) * (_rand(n, g, dev) * 2.0).view(-1, 1, 1, 1) + mean
+        x = (x - mean) * (_rand(n, g, dev, shared=shared) * 2.0).view(-1, 1, 1, 1) + mean
     mean = x.mean((1, 2, 3), keepdim=True)
-    return (x - mean) * (_rand(n, g, dev) + 0.5).view(-1, 1, 1, 1) + mean  # contrast 0.5
+    return (x - mean) * (_rand(n, g, dev, shared=shared) + 0.5).view(-1, 1, 1, 1) + mean  # contrast 0.5
 
 
-def dsa_crop(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
+def dsa_crop(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125, shared: bool = False) -> torch.Tensor:
     n, dev = x.shape[0], x.device
     theta = _identity_theta(n, dev)
-    theta[:, 0, 2] = (_rand(n, g, dev) - 0.5) * 4 * ratio  # shift up to ratio of the size each way
-    theta[:, 1, 2] = (_rand(n, g, dev) - 0.5) * 4 * ratio
+    theta[:, 0, 2] = (_rand(n, g, dev, shared=shared) - 0.5) * 4 * ratio  # shift up to ratio of the size each way
+    theta[:, 1, 2] = (_rand(n, g, dev, shared=shared) - 0.5) * 4 * ratio
     return _affine(x, theta)
 
 
-def dsa_cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
+def dsa_cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5, shared: bool = False) -> torch.Tensor:
     n, _, h, w = x.shape
     ch, cw = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
-    cy = (torch.rand(n, generator=g) * h).long().to(x.device).view(-1, 1, 1)
-    cx = (torch.rand(n, generator=g) * w).long().to(x.device).view(-1, 1, 1)
+    cy = (_rand(n, g, torch.device("cpu"), shared=shared) * h).long().to(x.device).view(-1, 1, 1)
+    cx = (_rand(n, g, torch.device("cpu"), shared=shared) * w).long().to(x.device).view(-1, 1, 1)
     ys = torch.arange(h, device=x.device).view(1, -1, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, -1)
     hole = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
     return x * (~hole).unsqueeze(1).to(x.dtype)
 
 
-def flip(x: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    mask = (torch.rand(x.shape[0], generator=g) < p).to(x.device).view(-1, 1, 1, 1)
+def flip(x: torch.Tensor, g: torch.Generator, p: float = 0.5, shared: bool = False) -> torch.Tensor:
+    mask = (_rand(x.shape[0], g, torch.device("cpu"), shared=shared) < p).to(x.device).view(-1, 1, 1, 1)
     return torch.where(mask, x.flip(3), x)
 
 
-def dsa_scale(x: torch.Tensor, g: torch.Generator, ratio: float = 1.2) -> torch.Tensor:
+def dsa_scale(x: torch.Tensor, g: torch.Generator, ratio: float = 1.2, shared: bool = False) -> torch.Tensor:
     n, dev = x.shape[0], x.device
     theta = _identity_theta(n, dev)
-    theta[:, 0, 0] = _rand(n, g, dev, 1 / ratio, ratio)
-    theta[:, 1, 1] = _rand(n, g, dev, 1 / ratio, ratio)
+    theta[:, 0, 0] = _rand(n, g, dev, 1 / ratio, ratio, shared)
+    theta[:, 1, 1] = _rand(n, g, dev, 1 / ratio, ratio, shared)
     return _affine(x, theta)
 
 
-def dsa_rotate(x: torch.Tensor, g: torch.Generator, degrees: float = 15.0) -> torch.Tensor:
+def dsa_rotate(x: torch.Tensor, g: torch.Generator, degrees: float = 15.0, shared: bool = False) -> torch.Tensor:
     n, dev = x.shape[0], x.device
-    angle = _rand(n, g, dev, -degrees, degrees) * math.pi / 180
+    angle = _rand(n, g, dev, -degrees, degrees, shared) * math.pi / 180
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0], theta[:, 0, 1] = angle.cos(), -angle.sin()
     theta[:, 1, 0], theta[:, 1, 1] = angle.sin(), angle.cos()
@@ -106,12 +111,27 @@ def dsa_rotate(x: torch.Tensor, g: torch.Generator, degrees: float = 15.0) -> to
 
 
 DSA_OPS: tuple[Augment, ...] = (dsa_color, dsa_crop, dsa_cutout, flip, dsa_scale, dsa_rotate)
+NO_FLIP = tuple(op for op in DSA_OPS if op is not flip)  # for digits, where a mirrored 2 is no 2
 
 
 def dsa(x: torch.Tensor, g: torch.Generator, stats: Standardisation | None = None) -> torch.Tensor:
     """One DSA op per batch, drawn uniformly, with per-sample parameters, on standardised images."""
     op = DSA_OPS[int(torch.randint(len(DSA_OPS), (1,), generator=g))]
     return op(x, g)
+
+
+def dsa_siamese(batches: Sequence[torch.Tensor], g: torch.Generator,
+                ops: Sequence[Callable[..., torch.Tensor]] = DSA_OPS) -> list[torch.Tensor]:
+    """DSA as the matching methods (DSA, DM) apply it to a real batch and its synthetic
+    counterpart: one op of ``ops`` drawn uniformly and one draw of its parameters, the same for
+    every image of every batch (the DSA code's Siamese mode), differentiable in the images."""
+    op = ops[int(torch.randint(len(ops), (1,), generator=g))]
+    state = g.get_state()
+    out = []
+    for x in batches:
+        g.set_state(state)
+        out.append(op(x, g, shared=True))
+    return out
 
 
 # --- crops and colour for the IDC and soft-label recipes ------------------------------------

@@ -101,3 +101,14 @@ def parse_options(owner: str, options_type: type, raw: dict[str, str], kind: str
         return options_type(**values)
     except ValueError as exc:
         raise BenchError(f"{kind} '{owner}': {exc}") from None
+
+
+def fill_unset(options: Any, preset: dict[str, Any], missing_hint: str) -> Any:
+    """``options`` (a frozen dataclass) with every field left ``None`` taken from ``preset``; a
+    field that neither sets is refused with ``missing_hint``, formatted with ``{fields}`` and
+    ``{first}`` (the unset names)."""
+    values = {f.name: preset.get(f.name) for f in dataclasses.fields(options) if getattr(options, f.name) is None}
+    missing = sorted(k for k, v in values.items() if v is None)
+    if missing:
+        raise BenchError(missing_hint.format(fields=", ".join(missing), first=missing[0]))
+    return dataclasses.replace(options, **values)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from evaluators.augment import Standardisation
+from core.augment import Standardisation
 from evaluators.protocols import Protocol, Schedule
 from evaluators.train import (StudentStream, TrainOutcome, Validation, batch_loss, check_inputs, make_lr_schedule,
                               make_optimizer, scoring_due, select)

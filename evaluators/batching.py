@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from core.artifacts import ArtifactCache
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.measured import ALWAYS, AUTO, POLICIES, device_name, measured_once, synchronize
 
 # The architectures whose stacked students equal separate ones within float tolerance

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from core.artifacts import ArtifactCache
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.measured import ALWAYS, AUTO, POLICIES, device_name, measured_once, synchronize
 
 COMPILING = POLICIES  # auto, always, never: a user's policy (`--compile`)

@@ -15,8 +15,8 @@ import torch
 from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset, normalise
 from core.distilled import check_distilled
-from evaluators.archs import StudentShape, build_student
-from evaluators.augment import Standardisation
+from core.archs import StudentShape, build_student
+from core.augment import Standardisation
 from evaluators.protocols import Budget, Protocol
 from evaluators.teacher import teacher_for
 from evaluators.batched import train_batched

@@ -67,7 +67,7 @@ class Protocol:
     # exact integers, as the reference code computes them (2 * E // 3, not int(E * 0.666...)).
     decay_at: tuple[tuple[int, int], ...]
     extra_epoch: bool  # the DC code trains E+1 epochs
-    augmentation: str | None  # a key of evaluators.augment.AUGMENTATIONS
+    augmentation: str | None  # a key of core.augment.AUGMENTATIONS
     cutmix: bool  # CutMix (beta 1) on every batch
     labels: str  # "hard": the set's labels; "teacher": online relabelling by the dataset teacher
     temperature: float  # for teacher labels: KL divergence at this temperature

@@ -17,7 +17,7 @@ from core.artifacts import ArtifactCache
 from core.datasets.base import Dataset, normalise
 from core.stages import SharedStage
 from core.teachers import KIND, Teacher, TeacherRecipe, TeacherSource, teacher_key, teacher_stage
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.protocols import DC, Budget, Protocol, Schedule
 from evaluators.train import accuracy, train
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evaluators.augment import AUGMENTATIONS, Standardisation, cutmix
+from core.augment import AUGMENTATIONS, Standardisation, cutmix
 from evaluators.protocols import Protocol, Schedule
 
 

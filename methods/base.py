@@ -20,8 +20,9 @@ from methods.distill_context import DistillContext
 from methods.plugins import Plugin, PluginReport
 
 # Ranking groups, in leaderboard order: the whole-data reference, the random baseline, methods
-# that select real images, methods that generate them, sets made elsewhere.
-GROUPS = ("reference", "baseline", "selection", "generative", "external", "other")
+# that select real images, methods that optimise images by matching (gradients, distributions,
+# statistics), methods that generate them, sets made elsewhere.
+GROUPS = ("reference", "baseline", "selection", "matching", "generative", "external", "other")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ matches the class mean (Welling, 2009), in the feature space of the data set's t
 (a ConvNet-3 trained on the real training split, which the context's teacher source provides)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,14 +60,18 @@ class Herding(Distiller):
         return [teacher_stage(data, self._recipe())]
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
+        return self.select(data, ipc, ctx, herding_order)
+
+    def select(self, data: Dataset, ipc: int, ctx: DistillContext,
+               order: Callable[[torch.Tensor, int], list[int]]) -> DistilledSet:
+        """Per class, the ``ipc`` real images ``order`` picks from their teacher features."""
         teacher = ctx.teacher(data, self._recipe())
         images = data.train.float_images()
         feats = teacher.features(images.to(ctx.device)).cpu()
         picks = []
         for c in range(data.num_classes):
             members = data.train.indices_of(c)
-            order = herding_order(feats[members], ipc)
-            picks.append(members[torch.tensor(order, dtype=torch.long)])
+            picks.append(members[torch.tensor(order(feats[members], ipc), dtype=torch.long)])
         idx = torch.cat(picks)
         return DistilledSet(images[idx], data.train.labels[idx].clone(),
                             meta={"indices": idx.tolist(), "teacher_test_acc": teacher.test_acc,

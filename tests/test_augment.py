@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from evaluators.augment import (AUGMENTATIONS, DSA_OPS, EIGVAL, EIGVEC, JITTER_TARGETS, Standardisation,
+from core.augment import (AUGMENTATIONS, DSA_OPS, EIGVAL, EIGVEC, JITTER_TARGETS, Standardisation,
                                 color_jitter, cutmix, dsa_cutout, flip, idc_augment, pca_lighting,
                                 random_resized_crop)
 
@@ -60,7 +60,7 @@ def test_random_resized_crop_with_full_scale_is_nearly_identity():
 
 def _only(monkeypatch, *targets):
     """Restrict IDC's colour jitter to some of its three blends (the others become no-ops)."""
-    import evaluators.augment as augment
+    import core.augment as augment
 
     keep = {t.__name__ for t in targets}
     monkeypatch.setattr(augment, "JITTER_TARGETS",
@@ -68,7 +68,7 @@ def _only(monkeypatch, *targets):
 
 
 def test_brightness_scales_a_pixel_image_by_at_most_forty_percent(monkeypatch):
-    from evaluators.augment import _brightness
+    from core.augment import _brightness
 
     _only(monkeypatch, _brightness)
     x = torch.rand(2000, 3, 4, 4) * 0.8 + 0.1
@@ -81,7 +81,7 @@ def test_brightness_scales_a_pixel_image_by_at_most_forty_percent(monkeypatch):
 
 
 def test_contrast_keeps_the_grey_mean_and_saturation_keeps_the_grey_image(monkeypatch):
-    from evaluators.augment import _contrast, _grey
+    from core.augment import _contrast, _grey
 
     x = torch.rand(500, 3, 6, 6)
     _only(monkeypatch, _contrast)
@@ -100,7 +100,7 @@ def test_contrast_keeps_the_grey_mean_and_saturation_keeps_the_grey_image(monkey
 def test_jitter_blends_commute_so_a_fixed_order_equals_idcs_shuffled_one():
     import itertools
 
-    from evaluators.augment import _rand
+    from core.augment import _rand
 
     x = torch.rand(64, 3, 5, 5)
     alpha = _rand(64 * 3, _gen(7), x.device, -0.4, 0.4).view(64, 3)

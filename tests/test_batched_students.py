@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from evaluators.archs import StudentShape, build_student
-from evaluators.augment import Standardisation
+from core.archs import StudentShape, build_student
+from core.augment import Standardisation
 from evaluators.batched import StackedStudents, train_batched
 from evaluators.protocols import resolve
 from evaluators.train import Validation, accuracy, train

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from core.artifacts import ArtifactCache
-from methods.diffusion.checkpoint import KIND, Batches, LoopCheckpoint
+from methods.checkpoint import KIND, Batches, LoopCheckpoint
 from methods.diffusion.small import RECIPES, build_models
 from methods.diffusion.training import Optim, train_denoiser, train_vae
 

@@ -211,3 +211,23 @@ def test_generative_methods_end_to_end(bench_env, tmp_path):
     text = bench("show", SMOKE_VARIANTS[1], "--dataset", "digits")
     assert text.returncode == 0 and "class retrieval: fused" in text.stdout and "curve: InfoNCE" in text.stdout
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+FIELD = ("kcenter[teacher_steps=100]", "dc[budget=smoke]", "dsa[budget=smoke]", "dm[budget=smoke]")
+
+
+def test_the_field_methods_run_end_to_end_and_refuse_what_their_loops_cannot_do(bench_env):
+    store, _ = bench_env
+    refused = bench("run", "--methods", "dc", "--datasets", "digits", "--ipc", "2", "--budget", "smoke")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and "no outer/inner loops for IPC 2" in refused.stderr
+    out = bench("run", "--methods", ",".join(FIELD), "--datasets", "digits", "--ipc", "2", "--seeds", "1",
+                "--budget", "smoke", "--no-references")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = results(store)
+    assert sorted(r["method"] for r in rows) == sorted(FIELD)
+    assert all(r["status"] == "ok" and r["metrics"]["images"] == 20 and 0 <= r["test_acc"] <= 100 for r in rows)
+    configs = {r["method"]: r["config"]["method_config"] for r in rows}
+    assert configs["dc[budget=smoke]"]["options"]["iterations"] == 2  # the budget's values, resolved
+    assert configs["dsa[budget=smoke]"]["options"]["dsa"] and configs["dsa[budget=smoke]"]["options"]["init"] == "real"
+    assert configs["dm[budget=smoke]"]["options"]["batch_real"] == 32

@@ -8,8 +8,8 @@ import torch
 
 from core.artifacts import ArtifactCache
 from evaluators import compiling
-from evaluators.archs import StudentShape, build_student
-from evaluators.augment import Standardisation
+from core.archs import StudentShape, build_student
+from core.augment import Standardisation
 from evaluators.protocols import resolve
 from evaluators.train import Validation, train
 

@@ -126,3 +126,13 @@ def test_a_calibration_fills_in_what_the_store_never_measured_and_survives_json(
     assert (teacher.stage.name, teacher.cached, teacher.seconds) == ("teacher convnet3 width 32, 50 steps", False, 7.0)
     with pytest.raises(ValueError, match="calibration version"):
         Calibration.from_json({**calibration.to_json(), "version": 99})
+
+
+def test_the_shipped_calibration_loads_and_covers_the_default_grids_shared_stages():
+    from benchmark.grid.calibration import shipped
+
+    calibration = shipped()
+    assert calibration is not None and calibration.machine["device"] == "cpu" and len(calibration.commit) == 40
+    names = {key[0] for key in calibration.tables["shared_s"]}
+    assert {"small/small autoencoder", "evlf module", "teacher convnet3 width 32, 1500 steps"} <= names
+    assert all(0 < s for values in calibration.tables["shared_s"].values() for s in values)

@@ -277,7 +277,7 @@ def test_recomputing_large_attention_maps_leaves_the_gradients_unchanged(monkeyp
 
 def test_fusion_training_killed_midway_resumes_to_the_same_module(dctx, data, tmp_path):
     """Dropout draws from the global RNG inside the loop: the checkpoint carries it too."""
-    from methods.diffusion.checkpoint import KIND, LoopCheckpoint
+    from methods.checkpoint import KIND, LoopCheckpoint
 
     options = dataclasses.replace(SMOKE_OPTIONS, train_steps=12)
     whole = train_fusion(dctx, data, options)

@@ -68,7 +68,7 @@ def test_dc_decay_equals_the_dc_codes_new_optimiser():
     import torch
     from torch.nn import functional as F
 
-    from evaluators.archs import StudentShape, build_student
+    from core.archs import StudentShape, build_student
     from evaluators.train import train
 
     protocol, budget = resolve("dc", "smoke")

@@ -4,7 +4,7 @@ import pytest
 from core.errors import BenchError, SpecError, UnknownNameError
 from core.registry import Registry
 from core.spec import parse_named, parse_named_list, parse_positive_ints
-from evaluators.archs import ARCHS
+from core.archs import ARCHS
 from evaluators.protocols import PROTOCOLS
 from methods import METHODS, resolve_method
 from methods.base import Distiller

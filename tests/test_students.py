@@ -23,7 +23,7 @@ import math
 import pytest
 import torch
 
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 
 SHAPES = [(1, 28), (3, 32), (3, 64), (3, 128), (3, 224)]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core.datasets import load_dataset
-from evaluators.archs import StudentShape, build_student
+from core.archs import StudentShape, build_student
 from evaluators.evaluate import evaluate_set
 from evaluators.protocols import resolve
 from evaluators.train import accuracy

@@ -39,7 +39,7 @@ def _budgets(as_json: bool) -> None:
 
 def _names(what: str) -> list[str]:
     from core.datasets import dataset_names
-    from evaluators.archs import ARCHS
+    from core.archs import ARCHS
     from evaluators.protocols import PROTOCOLS
     from methods import METHODS
     from methods.plugins import PLUGINS

@@ -29,7 +29,7 @@ from core.artifacts import RECORD, ArtifactCache, default_cache_root
 from core.datasets import Dataset, load_dataset
 from core.datasets import bundle
 from core.errors import BenchError
-from methods.diffusion.checkpoint import KIND as CHECKPOINT_KIND
+from methods.checkpoint import KIND as CHECKPOINT_KIND
 
 # What a node saves that stays on it: a training loop's checkpoints are of use only where it runs.
 NODE_KINDS = frozenset({CHECKPOINT_KIND})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from core.datasets import load_dataset
 from core.errors import BenchError
 from core.runs import RunSpec, conditioning_of
-from evaluators.archs import ARCHS, StudentShape, build_student
+from core.archs import ARCHS, StudentShape, build_student
 from evaluators.protocols import PROTOCOL_VERSION, Budget, Protocol, resolve
 from core.datasets.base import Dataset
 from methods import METHODS, resolve_method

@@ -24,7 +24,7 @@ from core.distilled import DistilledSet
 from core.errors import BenchError
 from core.rows import ResultRow
 from core.runs import DistillJob, RunSpec, TrialUnit, conditioning_of
-from evaluators.archs import StudentShape
+from core.archs import StudentShape
 from evaluators import compiling
 from evaluators.batching import AUTO, SEPARATE, choose
 from evaluators.evaluate import evaluate_students

@@ -15,7 +15,7 @@ from core.datasets.base import Dataset, with_sealed_test
 from core.search_space import Space
 from core.spec import NamedSpec
 from evaluators import compiling
-from evaluators.archs import StudentShape
+from core.archs import StudentShape
 from evaluators.evaluate import score_on_validation
 from evaluators.protocols import resolve
 from methods.registry import MethodSpec, resolve_method

@@ -27,7 +27,7 @@ from core.errors import BenchError
 from core.runs import HARNESS_VERSION
 from core.search_space import Range, Space, describe_space
 from core.spec import parse_named
-from evaluators.archs import ARCHS
+from core.archs import ARCHS
 from evaluators.evaluate import reported_score
 from evaluators.protocols import resolve
 from methods.registry import TUNED, MethodSpec, resolve_method, tuning_space

@@ -61,6 +61,7 @@ class Dataset:
     # The ImageNet-1k synset id of each class, when the classes are ImageNet classes (None otherwise).
     wnids: tuple[str, ...] | None = None
     prompt_source: str = "class names"  # where `class_names` and `prompts` come from
+    flips: bool = True  # a mirrored image keeps its class (False for digits: DSA then leaves flip out)
     _fingerprint: list = field(default_factory=list, repr=False, compare=False)
 
     @property

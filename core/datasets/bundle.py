@@ -10,7 +10,7 @@ from core.datasets.base import Dataset, Split
 KIND = "datasets"  # the artifact kind of bundled data sets
 _SPLITS = ("train", "val", "test")
 _FIELDS = ("name", "class_names", "prompts", "channels", "image_size", "mean", "std", "source", "wnids",
-           "prompt_source")
+           "prompt_source", "flips")
 
 
 def to_record(data: Dataset) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def to_record(data: Dataset) -> dict[str, Any]:
 
 def from_record(record: dict[str, Any]) -> Dataset:
     """The data set of a record; raises ValueError when its content is not the fingerprint it claims."""
-    fields = {name: record[name] for name in _FIELDS}
+    fields = {name: record[name] for name in _FIELDS if name in record}  # older records: the defaults
     for name in ("class_names", "prompts", "mean", "std"):
         fields[name] = tuple(fields[name])
     if fields["wnids"] is not None:

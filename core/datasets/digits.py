@@ -39,4 +39,5 @@ def load_digits() -> Dataset:
         val=val,
         test=test,
         source="sklearn.datasets.load_digits",
+        flips=False,
     )

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from core.artifacts import ArtifactCache, content_key
 from methods.diffusion.backbone import ProgressFn, no_progress
-from methods.diffusion.checkpoint import LoopCheckpoint
+from methods.checkpoint import LoopCheckpoint
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.training import EMA, noised_batch, own_label_dropout_off
 

@@ -18,6 +18,7 @@ import torch
 
 from core.datasets.base import Dataset
 from core.errors import BenchError
+from core.options import fill_unset
 from methods.base import DistillContext, DistilledSet, Distiller, check_ipc_fits
 from methods.diffusion.backbone import BACKBONES, Backbone, get_backbone, require_denoiser
 from methods.diffusion.context import DiffusionContext, class_ids_for
@@ -81,14 +82,9 @@ class DiffusionDistiller(Distiller):
     @property
     def settings(self) -> Any:
         """The options with every unset value taken from the preset of the backbone's family."""
-        preset = self.presets.get(self.family, {})
-        values = {f.name: preset.get(f.name) for f in dataclasses.fields(self.options)
-                  if getattr(self.options, f.name) is None}
-        missing = sorted(k for k, v in values.items() if v is None)
-        if missing:
-            raise BenchError(f"method '{self.name}' has no {self.family}-backbone default for "
-                             f"{', '.join(missing)}; set it in the spec, e.g. {self.name}[{missing[0]}=...]")
-        return dataclasses.replace(self.options, **values)
+        return fill_unset(self.options, self.presets.get(self.family, {}),
+                          f"method '{self.name}' has no {self.family}-backbone default for {{fields}}; "
+                          f"set it in the spec, e.g. {self.name}[{{first}}=...]")
 
     def sampler_config(self) -> SamplerConfig:
         s = self.settings

@@ -16,7 +16,7 @@ from core.artifacts import ArtifactCache, content_key
 from core.errors import BenchError
 from core.registry import Registry
 from methods.diffusion.backbone import FITS, Backbone, ProgressFn, check_resolution, downsampling, no_progress
-from methods.diffusion.checkpoint import LoopCheckpoint
+from methods.checkpoint import LoopCheckpoint
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder, load_minilm, minilm_version
 from methods.diffusion.training import Optim, own_label_dropout_off, train_denoiser, train_vae

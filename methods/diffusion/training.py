@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from methods.diffusion.backbone import ProgressFn
-from methods.diffusion.checkpoint import Batches, LoopCheckpoint
+from methods.checkpoint import Batches, LoopCheckpoint
 
 if TYPE_CHECKING:  # diffusers takes seconds to import; `bench list` must not pay for it
     from diffusers import DDPMScheduler

@@ -23,7 +23,7 @@ from core.artifacts import ArtifactCache, content_key
 from core.datasets.base import Dataset
 from core.errors import BenchError
 from methods.diffusion.backbone import ProgressFn, no_progress
-from methods.diffusion.checkpoint import Batches, GlobalRNG, LoopCheckpoint
+from methods.checkpoint import Batches, GlobalRNG, LoopCheckpoint
 from methods.diffusion.context import DiffusionContext
 from methods.diffusion.text import TextEncoder
 from methods.evlf.diagnostics import FusionDiagnostics, HeldOutFigures, LossCurve, held_out_figures
