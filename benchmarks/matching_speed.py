@@ -4,8 +4,13 @@ network (Fashion-MNIST, ConvNet-3 of width 128, 256 real images per class), side
 
 Usage: .venv/bin/python benchmarks/matching_speed.py --original DIR [--ipc 1] [--iterations 10,30]
 
-``DIR`` is a checkout of github.com/VICO-UoE/DatasetCondensation (nothing of it is copied here;
-its scripts run as they are, in a subprocess, with this interpreter). Its data folder gets the
+``DIR`` is a checkout of github.com/VICO-UoE/DatasetCondensation (nothing of it is committed
+here). Its scripts run in a subprocess, with this interpreter, from a temporary copy in which
+two kinds of line are made to run on current PyTorch, with the same values: the Siamese
+broadcast ``x[:] = x[0]`` of `utils.py` (ten lines; PyTorch 2 refuses the overlapping write)
+becomes ``x[:] = x[0].clone()``, and the flattening ``out.view(out.size(0), -1)`` of
+`networks.py` (an augmented batch may reach it non-contiguous) becomes ``.reshape``. Nothing
+else is changed. Its data folder gets the
 Fashion-MNIST files of the Debian package, unpacked where torchvision looks, so it never
 downloads. Each side runs twice, at the two iteration counts, and the difference of the wall
 times divided by the difference of the counts is its cost per iteration, free of start-up and
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +52,26 @@ def original_data(root: Path) -> Path:
             with gzip.open(DEBIAN_DIR / f"{name}.gz", "rb") as src, open(raw / name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
     return root
+
+
+# (file, line pattern, replacement): the two changes that let the 2021 code run on PyTorch 2
+PATCHES = (("utils.py", re.compile(r"^([ \t]*)(\w+)\[:\] = \2\[0\][ \t]*$", re.M), r"\1\2[:] = \2[0].clone()"),
+           ("networks.py", re.compile(r"\bout\.view\(out\.size\(0\), -1\)"), "out.reshape(out.size(0), -1)"))
+
+
+def runnable_copy(original: Path, work: Path) -> Path:
+    """A copy of the original's scripts with `PATCHES` applied (each must apply at least once)."""
+    copy = work / "original"
+    copy.mkdir(parents=True, exist_ok=True)
+    for script in original.glob("*.py"):
+        text = script.read_text()
+        for name, pattern, replacement in PATCHES:
+            if script.name == name:
+                text, count = pattern.subn(replacement, text)
+                if count == 0:
+                    raise SystemExit(f"{script}: the line to patch is not there; is this the DatasetCondensation code?")
+        (copy / script.name).write_text(text)
+    return copy
 
 
 def time_original(original: Path, method: str, ipc: int, iterations: int, work: Path) -> float:
@@ -84,16 +110,17 @@ def main() -> None:
     args = parser.parse_args()
     low, high = (int(v) for v in args.iterations.split(","))
     work = Path(tempfile.mkdtemp(prefix="matching-speed-"))
+    original = runnable_copy(Path(args.original), work)
     for method in args.methods.split(","):
         harness = [time_harness(method, args.ipc, n, work) for n in (low, high)]
-        original = [time_original(Path(args.original), method, args.ipc, n, work) for n in (low, high)]
+        timed = [time_original(original, method, args.ipc, n, work) for n in (low, high)]
         per_harness = (harness[1] - harness[0]) / (high - low)
-        per_original = (original[1] - original[0]) / (high - low)
+        per_original = (timed[1] - timed[0]) / (high - low)
         print(json.dumps({"method": method, "dataset": "fashion-mnist", "ipc": args.ipc, "iterations": [low, high],
                           "threads": torch.get_num_threads(), "harness_s_per_iteration": round(per_harness, 4),
                           "original_s_per_iteration": round(per_original, 4),
                           "ratio": round(per_original / per_harness, 3), "harness_wall_s": harness,
-                          "original_wall_s": original}), flush=True)
+                          "original_wall_s": timed}), flush=True)
 
 
 if __name__ == "__main__":
