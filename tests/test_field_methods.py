@@ -166,3 +166,12 @@ def test_bad_requests_are_refused_in_one_line(digits):
         resolve_method("dm[budget=huge]").distiller.validate(digits, 1)
     with pytest.raises(BenchError, match="init must be 'real' or 'noise'"):
         resolve_method("dsa[init=zeros]")
+
+
+def test_at_one_image_per_class_kcenter_and_herding_pick_the_same_image():
+    from methods.herding import herding_order
+
+    torch.manual_seed(1)
+    feats = torch.randn(50, 8)
+    assert kcenter_order(feats, 1) == herding_order(feats, 1)  # both: the image nearest the class mean
+    assert kcenter_order(feats, 5) != herding_order(feats, 5)
