@@ -192,10 +192,13 @@ def plan_stages(jobs: list[DistillJob], cache: ArtifactCache) -> list[SharedStag
 
     seen: set[tuple] = set()
     out: list[SharedStage] = []
+    by_method: dict[tuple[str, str], list[SharedStage]] = {}  # a method's stages do not depend on IPC or seed
     for job in jobs:
         data = load_dataset(job.dataset)
         distiller = job_distiller(job)
-        found = [] if distiller.reference else distiller.shared_stages(data, cache)
+        if (job.method, job.dataset) not in by_method:  # asking may load a backbone: once per method
+            by_method[job.method, job.dataset] = [] if distiller.reference else distiller.shared_stages(data, cache)
+        found = list(by_method[job.method, job.dataset])
         for run in job.runs:
             protocol, budget = resolve(run.protocol, run.budget)
             found += teacher_stages(data, run.arch, protocol, budget, quality=not distiller.reference)
