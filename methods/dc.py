@@ -77,8 +77,7 @@ class DCOptions:
     arch: str = "convnet3"
 
     def __post_init__(self) -> None:
-        if self.init not in ("real", "noise"):
-            raise ValueError(f"init must be 'real' or 'noise', got '{self.init}'")
+        matching.check_init(self.init)
 
 
 PAPER = {"iterations": 1000, "batch_real": 256, "batch_train": 256, "lr_img": 0.1, "lr_net": 0.01,
@@ -103,45 +102,31 @@ class GradientMatching(BudgetedDistiller):
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
         s = self.settings
         outer, inner = loops_for(ipc, s.outer_loop, s.inner_loop, self.name)
-        pool = matching.RealPool.of(data, ctx.device)
-        g = torch.Generator().manual_seed(seed)
-        images = matching.initial_images(data, pool, ipc, s.init, g).requires_grad_(True)
+        run = matching.Synthesis.start(data, ipc, seed, s.init, s.lr_img, s.momentum, ctx.device)
         labels = matching.class_labels(data.num_classes, ipc).to(ctx.device)
-        optimiser = torch.optim.SGD([images], lr=s.lr_img, momentum=s.momentum)
-        ops = matching.dsa_ops(data)
-        last = [float("nan")]
-        parts = {"images": [images], "optimiser": optimiser, "generator": g}
-        key = matching.run_key(self.config(), data, ipc, seed)
-        for it in matching.iterations(ctx, key, s.iterations, parts, self.name, lambda: last[0]):
-            net = matching.fresh_network(s.arch, data, matching.network_seed(seed, it), ctx.device).train()
+        for it in run.iterations(ctx, self.config(), s.iterations, self.name):
+            net = run.network(s.arch, it).train()
             weights = [p for p in net.parameters() if p.dim() > 1]  # what the distance reads
             net_optimiser = torch.optim.SGD(net.parameters(), lr=s.lr_net)
             total = 0.0
             for step in range(outer):
-                loss = self._match(net, weights, pool, images, ipc, data.num_classes, s, ops, g)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach())
+                total += run.step(self._match(run, net, weights, s))
                 if step < outer - 1:
-                    self._train_network(net, net_optimiser, images.detach(), labels, inner, s, ops, g)
-            last[0] = total / (data.num_classes * outer)
-            if not torch.isfinite(images).all():
-                raise BenchError(f"{self.name} diverged at iteration {it + 1} (lr_img {s.lr_img}); try a smaller lr_img")
-        return matching.to_distilled(images, data, ipc, {"iterations": s.iterations, "loops": [outer, inner],
-                                                         "final_loss": last[0]})
+                    self._train_network(net, net_optimiser, run.images.detach(), labels, inner, s, run.ops, run.generator)
+            run.loss = total / (data.num_classes * outer)
+        return run.result({"iterations": s.iterations, "loops": [outer, inner]})
 
     @staticmethod
-    def _match(net: nn.Module, weights: list[torch.Tensor], pool: matching.RealPool, images: torch.Tensor, ipc: int,
-               num_classes: int, s: DCOptions, ops: tuple, g: torch.Generator) -> torch.Tensor:
-        loss = images.new_zeros(())
-        for c in range(num_classes):
-            real, syn = pool.batch(c, s.batch_real, g), images[c * ipc:(c + 1) * ipc]
+    def _match(run: matching.Synthesis, net: nn.Module, weights: list[torch.Tensor], s: DCOptions) -> torch.Tensor:
+        """The gradient distance summed over classes, each on a fresh real batch of the class."""
+        loss = run.images.new_zeros(())
+        for c in range(run.data.num_classes):
+            real, syn = run.real(c, s.batch_real), run.of_class(c)
             if s.dsa:
-                real, syn = matching.siamese(real, syn, ops, g)
+                real, syn = matching.siamese(real, syn, run.ops, run.generator)
             real_loss = F.cross_entropy(net(real), torch.full((real.shape[0],), c, device=real.device))
             real_grads = [t.detach() for t in torch.autograd.grad(real_loss, weights)]
-            syn_loss = F.cross_entropy(net(syn), torch.full((ipc,), c, device=syn.device))
+            syn_loss = F.cross_entropy(net(syn), torch.full((run.ipc,), c, device=syn.device))
             syn_grads = torch.autograd.grad(syn_loss, weights, create_graph=True)
             loss = loss + gradient_distance(real_grads, syn_grads)
         return loss

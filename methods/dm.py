@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from core.datasets.base import Dataset
-from core.errors import BenchError
 from methods import matching
 from methods.base import DistillContext, DistilledSet, check_ipc_fits
 from methods.budgeted import BudgetedDistiller
@@ -41,8 +40,7 @@ class DMOptions:
     arch: str = "convnet3"  # the embedding network drawn fresh each iteration
 
     def __post_init__(self) -> None:
-        if self.init not in ("real", "noise"):
-            raise ValueError(f"init must be 'real' or 'noise', got '{self.init}'")
+        matching.check_init(self.init)
 
 
 @register_method("dm")
@@ -61,29 +59,16 @@ class DistributionMatching(BudgetedDistiller):
 
     def distill(self, data: Dataset, ipc: int, seed: int, ctx: DistillContext) -> DistilledSet:
         s = self.settings
-        pool = matching.RealPool.of(data, ctx.device)
-        g = torch.Generator().manual_seed(seed)
-        images = matching.initial_images(data, pool, ipc, s.init, g).requires_grad_(True)
-        optimiser = torch.optim.SGD([images], lr=s.lr_img, momentum=s.momentum)
-        ops = matching.dsa_ops(data)
-        last = [float("nan")]
-        parts = {"images": [images], "optimiser": optimiser, "generator": g}
-        key = matching.run_key(self.config(), data, ipc, seed)
-        for it in matching.iterations(ctx, key, s.iterations, parts, "dm", lambda: last[0]):
-            net = matching.fresh_network(s.arch, data, matching.network_seed(seed, it), ctx.device)
-            net.requires_grad_(False)
-            loss = images.new_zeros(())
+        run = matching.Synthesis.start(data, ipc, seed, s.init, s.lr_img, s.momentum, ctx.device)
+        for it in run.iterations(ctx, self.config(), s.iterations, self.name):
+            net = run.network(s.arch, it).requires_grad_(False)
+            loss = run.images.new_zeros(())
             for c in range(data.num_classes):
-                real, syn = pool.batch(c, s.batch_real, g), images[c * ipc:(c + 1) * ipc]
+                real, syn = run.real(c, s.batch_real), run.of_class(c)
                 if s.dsa:
-                    real, syn = matching.siamese(real, syn, ops, g)
+                    real, syn = matching.siamese(real, syn, run.ops, run.generator)
                 with torch.no_grad():
                     real_embed = net.embed(real)
                 loss = loss + mean_embedding_loss(real_embed, net.embed(syn))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            last[0] = float(loss.detach()) / data.num_classes
-            if not torch.isfinite(images).all():
-                raise BenchError(f"dm diverged at iteration {it + 1} (lr_img {s.lr_img}); try a smaller lr_img")
-        return matching.to_distilled(images, data, ipc, {"iterations": s.iterations, "final_loss": last[0]})
+            run.loss = run.step(loss) / data.num_classes
+        return run.result({"iterations": s.iterations})

@@ -20,6 +20,7 @@ from core.augment import DSA_OPS, NO_FLIP, Standardisation, dsa_siamese
 from core.datasets.base import Dataset
 from core.distilled import DistilledSet
 from core.errors import BenchError
+from core.options import normal_text
 from methods.checkpoint import EVERY_S, LoopCheckpoint
 from methods.distill_context import DistillContext
 from methods.random import random_indices
@@ -59,16 +60,23 @@ def check_class_batch(data: Dataset, batch_real: int, method: str) -> None:
                          f"{data.name} has {smallest}; set a smaller batch_real (or another budget)")
 
 
+INITS = ("real", "noise")
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be 'real' or 'noise', got '{init}'")
+
+
 def initial_images(data: Dataset, pool: RealPool, ipc: int, init: str, g: torch.Generator) -> torch.Tensor:
     """The synthetic set's start, class-major (IPC images of class 0, then class 1, ...),
     standardised: real images drawn with ``g`` (``init="real"``) or unit Gaussian noise."""
     if init == "real":
         idx = random_indices(data.train.labels, data.num_classes, ipc, g)
         return pool.images[idx.to(pool.images.device)].clone()
-    if init == "noise":
-        shape = (data.num_classes * ipc, data.channels, data.image_size, data.image_size)
-        return torch.randn(shape, generator=g).to(pool.images.device)
-    raise BenchError(f"init must be 'real' or 'noise', got '{init}'")
+    check_init(init)
+    shape = (data.num_classes * ipc, data.channels, data.image_size, data.image_size)
+    return torch.randn(shape, generator=g).to(pool.images.device)
 
 
 def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
@@ -132,3 +140,61 @@ def iterations(ctx: DistillContext, key: str, total: int, parts: dict, label: st
         if (it + 1) % REPORT_EVERY == 0 or it + 1 == total:
             ctx.report(f"{label} {it + 1}/{total}, loss {loss():.4g}")
     checkpoint.finish()
+
+
+@dataclass
+class Synthesis:
+    """One matching run: the real pool, the run's generator (every batch, augmentation and the
+    start draw from it), the learnable images (standardised, class-major), their SGD optimiser
+    and the data set's DSA ops."""
+
+    data: Dataset
+    ipc: int
+    seed: int
+    pool: RealPool
+    generator: torch.Generator
+    images: torch.Tensor
+    optimiser: torch.optim.Optimizer
+    ops: tuple
+    loss: float = float("nan")  # the last iteration's, per class
+
+    @classmethod
+    def start(cls, data: Dataset, ipc: int, seed: int, init: str, lr: float, momentum: float,
+              device: torch.device) -> Synthesis:
+        pool = RealPool.of(data, device)
+        g = torch.Generator().manual_seed(seed)
+        images = initial_images(data, pool, ipc, init, g).requires_grad_(True)
+        optimiser = torch.optim.SGD([images], lr=lr, momentum=momentum)
+        return cls(data, ipc, seed, pool, g, images, optimiser, dsa_ops(data))
+
+    def of_class(self, c: int) -> torch.Tensor:
+        return self.images[c * self.ipc:(c + 1) * self.ipc]
+
+    def real(self, c: int, n: int) -> torch.Tensor:
+        return self.pool.batch(c, n, self.generator)
+
+    def network(self, arch: str, iteration: int) -> nn.Module:
+        """This iteration's freshly initialised network."""
+        return fresh_network(arch, self.data, network_seed(self.seed, iteration), self.images.device)
+
+    def step(self, loss: torch.Tensor) -> float:
+        """One optimiser step on the images down ``loss``; returns its value."""
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return float(loss.detach())
+
+    def iterations(self, ctx: DistillContext, config: dict, total: int, label: str) -> Iterator[int]:
+        """`iterations` over this run's state (keyed by ``config``, data, IPC and seed), refusing
+        to go on once the images hold a NaN or an infinity."""
+        parts = {"images": [self.images], "optimiser": self.optimiser, "generator": self.generator}
+        key = run_key(config, self.data, self.ipc, self.seed)
+        for it in iterations(ctx, key, total, parts, label, lambda: self.loss):
+            yield it
+            if not torch.isfinite(self.images).all():
+                lr = self.optimiser.param_groups[0]["lr"]
+                raise BenchError(f"{label} diverged at iteration {it + 1} (lr_img {normal_text(lr)}); "
+                                 "try a smaller lr_img")
+
+    def result(self, meta: dict) -> DistilledSet:
+        return to_distilled(self.images, self.data, self.ipc, {**meta, "final_loss": self.loss})
